@@ -1,0 +1,98 @@
+"""RGB <-> CIE LAB in torch, and the one place where LAB is scaled for the models.
+
+Our own implementation rather than kornia: it is ~60 lines, adds no dependency, runs batched on
+any device in float32, is differentiable (safe gradients at the piecewise joins), and uses
+exactly the constants of ``skimage.color`` (sRGB primaries, D65 white, 2 degree observer), so
+training data, inference and the scikit-image reference agree to float32 precision.
+
+Shapes: images are ``(..., 3, H, W)``; RGB is sRGB in [0, 1].
+Model scaling (the seed's): ``L / 100`` -> [0, 1] is the input, ``ab / 128`` -> about [-1, 1]
+is the target, so the model ends in ``tanh``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+# sRGB (D65) -> XYZ, the matrix skimage uses.
+_XYZ_FROM_RGB = torch.tensor(
+    [
+        [0.412453, 0.357580, 0.180423],
+        [0.212671, 0.715160, 0.072169],
+        [0.019334, 0.119193, 0.950227],
+    ],
+    dtype=torch.float64,
+)
+_RGB_FROM_XYZ = torch.linalg.inv(_XYZ_FROM_RGB)
+_WHITE_D65 = (0.95047, 1.0, 1.08883)
+_EPS = 0.008856  # (6/29)^3, CIE's join between the cube root and the linear segment
+_KAPPA = 7.787
+
+L_SCALE = 100.0
+AB_SCALE = 128.0
+
+
+def _matmul_channels(m: Tensor, x: Tensor) -> Tensor:
+    """Apply a 3x3 matrix over the channel axis (-3) of ``(..., 3, H, W)``."""
+    return torch.einsum("ij,...jhw->...ihw", m.to(device=x.device, dtype=x.dtype), x)
+
+
+def _white(x: Tensor) -> Tensor:
+    return torch.tensor(_WHITE_D65, device=x.device, dtype=x.dtype).view(3, 1, 1)
+
+
+def rgb_to_lab(rgb: Tensor) -> Tensor:
+    """sRGB in [0, 1] -> LAB (L in [0, 100], a/b roughly [-128, 127])."""
+    rgb = rgb.clamp(0.0, 1.0)
+    linear = torch.where(
+        rgb > 0.04045, ((rgb.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92
+    )
+    xyz = _matmul_channels(_XYZ_FROM_RGB, linear) / _white(linear)
+    f = torch.where(xyz > _EPS, xyz.clamp_min(_EPS) ** (1.0 / 3.0), _KAPPA * xyz + 16.0 / 116.0)
+    fx, fy, fz = f.unbind(-3)
+    lab = torch.stack((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)), dim=-3)
+    return lab
+
+
+def lab_to_rgb(lab: Tensor) -> Tensor:
+    """LAB -> sRGB clipped to [0, 1] (out-of-gamut colours are clipped, as skimage does)."""
+    l, a, b = lab.unbind(-3)
+    fy = (l + 16.0) / 116.0
+    fx = fy + a / 500.0
+    fz = (fy - b / 200.0).clamp_min(0.0)  # skimage clips negative Z the same way
+    f = torch.stack((fx, fy, fz), dim=-3)
+    xyz = torch.where(f > 0.2068966, f**3, (f - 16.0 / 116.0) / _KAPPA) * _white(f)
+    linear = _matmul_channels(_RGB_FROM_XYZ, xyz)
+    rgb = torch.where(
+        linear > 0.0031308,
+        1.055 * linear.clamp_min(0.0031308) ** (1.0 / 2.4) - 0.055,
+        12.92 * linear,
+    )
+    return rgb.clamp(0.0, 1.0)
+
+
+def rgb_to_model(rgb: Tensor) -> tuple[Tensor, Tensor]:
+    """sRGB in [0, 1] -> (L / 100, ab / 128): the model's input and target."""
+    lab = rgb_to_lab(rgb)
+    return lab[..., :1, :, :] / L_SCALE, lab[..., 1:, :, :] / AB_SCALE
+
+
+def model_to_rgb(l_norm: Tensor, ab_norm: Tensor) -> Tensor:
+    """(L / 100, ab / 128) -> sRGB in [0, 1]. Stays in float: no quantization before lab2rgb."""
+    lab = torch.cat((l_norm.clamp(0.0, 1.0) * L_SCALE, ab_norm * AB_SCALE), dim=-3)
+    return lab_to_rgb(lab)
+
+
+def rgb_to_l(rgb: Tensor) -> Tensor:
+    """Just the lightness ``L / 100`` of sRGB: what a black-and-white (or sepia) photo keeps.
+
+    L depends on luminance Y alone, so this skips X and Z (a third of the work at 12 MP).
+    """
+    rgb = rgb.clamp(0.0, 1.0)
+    linear = torch.where(
+        rgb > 0.04045, ((rgb.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92
+    )
+    y = _matmul_channels(_XYZ_FROM_RGB[1:2], linear)
+    fy = torch.where(y > _EPS, y.clamp_min(_EPS) ** (1.0 / 3.0), _KAPPA * y + 16.0 / 116.0)
+    return (116.0 * fy - 16.0) / L_SCALE

@@ -1,0 +1,109 @@
+"""Models and their on-disk form: ``NAME.safetensors`` (tensors) beside ``NAME.json`` (card).
+
+Nothing here unpickles: weights are safetensors, the card is JSON, and the card's ``arch`` and
+``width`` are enough to rebuild the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .student import Student
+from .teacher import Teacher
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"teacher": Teacher, "student": Student}
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+def build_model(arch: str, width: float = 1.0) -> nn.Module:
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r} (choose from {', '.join(ARCHITECTURES)})")
+    return ARCHITECTURES[arch](width=width)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _paths(path: str | Path) -> tuple[Path, Path]:
+    base = Path(path)
+    if base.suffix in (".safetensors", ".json"):
+        base = base.with_suffix("")
+    return base.with_suffix(".safetensors"), base.with_suffix(".json")
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(
+    model: nn.Module, path: str | Path, card: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write ``path.safetensors`` + ``path.json``; floats stored as ``dtype`` (fp16 halves size)."""
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    tensors = {
+        k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()).cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
+    meta = {
+        **(card or {}),
+        "arch": model.arch,
+        "width": model.width,
+        "parameters": count_parameters(model),
+        "dtype": str(dtype).removeprefix("torch."),
+    }
+    weights_path, card_path = _paths(path)
+    _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp))
+    _atomic_write(card_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    return weights_path
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    return json.loads(_paths(path)[1].read_text())
+
+
+def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a model from its card and weights, in float32 and eval mode."""
+    weights_path, card_path = _paths(path)
+    if not weights_path.is_file() or not card_path.is_file():
+        raise FileNotFoundError(
+            f"{weights_path.with_suffix('')}: need both .safetensors and .json model files"
+        )
+    card = json.loads(card_path.read_text())
+    model = build_model(card["arch"], card.get("width", 1.0))
+    state = load_file(str(weights_path))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state)
+    return model.to(device).eval(), card
+
+
+def resolve_model_path(name: str) -> Path:
+    """``teacher``/``student``/``default`` name a bundled model; anything else is a path."""
+    if name == "default":
+        name = json.loads((BUNDLED_DIR / "default.json").read_text())["model"]
+    if name in ARCHITECTURES:
+        return BUNDLED_DIR / f"{name}.safetensors"
+    return _paths(name)[0]
+
+
+__all__ = [
+    "ARCHITECTURES", "Student", "Teacher", "build_model", "count_parameters", "load_weights",
+    "read_card", "resolve_model_path", "save_weights",
+]

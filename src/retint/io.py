@@ -1,0 +1,325 @@
+"""Safe image reading and writing.
+
+Inputs are untrusted photos: every failure becomes a one-line ``ImageReadError`` naming the file,
+huge images are refused from their header before any pixel is decoded, and outputs are written
+atomically so an interrupted run never leaves a half-written picture behind.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import stat
+import struct
+import sys
+import tempfile
+import threading
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
+)
+DEFAULT_MAX_PIXELS: int = 200_000_000
+
+_FORMATS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+_GRAY16_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+_ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
+# Raw layouts that Pillow reduces to 8 bits (it keeps only the high byte of each sample).
+_RGB16_RAWMODES = {f"{m};16{e}" for m in ("RGB", "RGBA") for e in "BLN"}
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+class ImageReadError(ValueError):
+    """An input file could not be read as an image; the message is one line and names the file."""
+
+
+def read_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read any supported image as an upright HxWx3 array (uint8, or uint16 for 16-bit sources).
+
+    Size is checked from the header before decoding, so a decompression bomb costs nothing.
+    """
+    p = Path(path)
+    try:
+        if p.is_file() and p.stat().st_size == 0:
+            raise ImageReadError(f"{p}: empty file")
+        with _open(p) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageReadError(
+                    f"{p}: image too large ({w}×{h} = {w * h} pixels, limit {max_pixels})"
+                )
+            rawmodes = {_rawmode(t[3]) for t in im.tile}
+            if len(rawmodes) == 1 and rawmodes <= _RGB16_RAWMODES:
+                return _read_rgb16(p, rawmodes.pop())
+            return _to_rgb(ImageOps.exif_transpose(im))
+    except (ImageReadError, MemoryError):
+        raise
+    except Exception as e:
+        raise ImageReadError(" ".join(f"{p}: {_reason(e)}".splitlines())) from e
+
+
+def to_float(rgb: np.ndarray) -> np.ndarray:
+    """Scale uint8 (/255) or uint16 (/65535) pixels to float32 in [0, 1]; floats pass through."""
+    if rgb.dtype == np.uint8:
+        return rgb.astype(np.float32) / 255
+    if rgb.dtype == np.uint16:
+        return rgb.astype(np.float32) / 65535
+    if rgb.dtype.kind == "f":
+        return rgb.astype(np.float32)
+    raise TypeError(f"expected uint8, uint16 or float pixels, got {rgb.dtype}")
+
+
+def write_image(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
+    """Write an HxWx3 uint8/uint16/float-in-[0,1] array atomically; the format follows the suffix.
+
+    uint16 stays 16-bit in PNG and TIFF and is reduced to 8 bits elsewhere.
+    """
+    path = Path(path)
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(
+            f"{path}: unknown image suffix {path.suffix!r} "
+            f"(expected one of {', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    a = np.asarray(rgb)
+    if a.ndim != 3 or a.shape[2] != 3 or a.size == 0:
+        raise ValueError(f"{path}: expected a non-empty HxWx3 array, got shape {a.shape}")
+    if a.dtype.kind == "f":
+        a = np.rint(np.clip(np.nan_to_num(a), 0, 1) * 255).astype(np.uint8)
+    elif a.dtype == np.uint16 and fmt not in ("PNG", "TIFF"):
+        a = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif a.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{path}: expected uint8, uint16 or float pixels, got {a.dtype}")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.NamedTemporaryFile(
+        delete=False, dir=path.parent, prefix="." + path.name + ".", suffix=".tmp"
+    )
+    try:
+        with tmp:
+            if a.dtype == np.uint16:
+                (_write_png16 if fmt == "PNG" else _write_tiff16)(tmp, a)
+            else:
+                options: dict[str, Any] = {}
+                if fmt in ("JPEG", "WEBP"):
+                    options["quality"] = quality
+                if fmt == "JPEG":
+                    options["subsampling"] = 0  # 4:4:4 - colour is the whole point of this tool
+                Image.fromarray(np.ascontiguousarray(a)).save(tmp, format=fmt, **options)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp.name, _final_mode(path))
+        os.replace(tmp.name, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp.name)
+        raise
+
+
+def find_images(inputs: Iterable[str | Path], recursive: bool = True) -> list[Path]:
+    """Expand files, folders and glob patterns into a de-duplicated list of image paths.
+
+    Explicit files are kept whatever their suffix so that the reader can say what is wrong.
+    """
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths = list(_walk(p, recursive))
+        elif p.exists():
+            paths = [p]
+        else:
+            matches = [Path(m) for m in glob.glob(str(item), recursive=True)]
+            if not matches:
+                raise FileNotFoundError(f"{item}: no such file, folder or matching pattern")
+            paths = [
+                f
+                for m in matches
+                for f in (_walk(m, recursive) if m.is_dir() else [m])
+                if f.suffix.lower() in IMAGE_SUFFIXES
+            ]
+        for f in sorted(paths):
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append(f)
+    return found
+
+
+def _final_mode(path: Path) -> int:
+    """Keep an existing file's permissions; else act like open() (NamedTemporaryFile is 0600)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows; os.umask can only set it,
+    so elsewhere it is set briefly to a strict 077 (a racing file would be private, not open)."""
+    with suppress(OSError, ValueError, StopIteration):
+        lines = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in lines if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+# --- reading helpers -------------------------------------------------------------------------
+
+
+def _open(p: Path) -> Image.Image:
+    """Open lazily (header only) with Pillow's global pixel limit lifted, so that ``max_pixels``
+    is the single limit; the lock keeps our own concurrent calls from leaking the override."""
+    with _PIL_LIMIT_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(p)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _reason(e: Exception) -> str:
+    """A short human reason for a failed read."""
+    if isinstance(e, FileNotFoundError):
+        return "no such file"
+    if isinstance(e, IsADirectoryError):
+        return "is a directory"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image (cannot identify image file)"
+    if isinstance(e, Image.DecompressionBombError):
+        return f"image too large ({e})"
+    return f"corrupt or truncated image ({str(e) or type(e).__name__})"
+
+
+def _rawmode(args: Any) -> str | None:
+    """The raw (on-disk) pixel layout of a decoder tile."""
+    if isinstance(args, str):
+        return args
+    return args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else None
+
+
+def _read_rgb16(p: Path, rawmode: str) -> np.ndarray:
+    """Keep all 16 bits of RGB(A) PNG/TIFF, which Pillow only decodes to 8.
+
+    Pillow's decoder keeps the most significant byte of each sample; decoding a second time with
+    the byte order flipped yields the least significant byte, and the two planes are recombined.
+    """
+    order = rawmode[-1]
+    if order == "N":
+        order = "L" if sys.byteorder == "little" else "B"
+    flipped = rawmode[:-1] + ("B" if order == "L" else "L")
+    planes = []
+    for raw in (rawmode, flipped):
+        with _open(p) as im:
+            im.tile = [_with_rawmode(t, raw) for t in im.tile]
+            planes.append(np.asarray(ImageOps.exif_transpose(im), dtype=np.uint16))
+    rgb = planes[0] << 8 | planes[1]
+    if rgb.shape[2] == 4:
+        rgb = _over_white(rgb, 65535)
+    return np.require(rgb, np.uint16, ("C", "W"))
+
+
+def _with_rawmode(tile: Any, raw: str) -> Any:
+    args = raw if isinstance(tile[3], str) else (raw, *tile[3][1:])
+    return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    """Convert any Pillow mode to HxWx3: alpha over white, gray replicated, 16-bit gray kept."""
+    if im.mode in _GRAY16_MODES:  # I;16* from 16-bit PNG/TIFF; I (int32) clipped to 16 bits
+        return _gray3(np.clip(np.asarray(im), 0, 65535).astype(np.uint16))
+    if im.mode == "F":  # float TIFF: [0, 1] if it looks normalised, else on the 16-bit scale
+        f = np.nan_to_num(np.asarray(im, dtype=np.float32))
+        scale = 65535 if f.max(initial=0) <= 1 else 1
+        return _gray3(np.rint(np.clip(f * scale, 0, 65535)).astype(np.uint16))
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:  # incl. P/L/RGB with tRNS
+        return _over_white(np.asarray(im.convert("RGBA")), 255)
+    if im.mode in ("1", "L"):
+        return _gray3(np.asarray(im.convert("L")))
+    return np.require(np.asarray(im.convert("RGB")), np.uint8, ("C", "W"))  # P, CMYK, YCbCr..
+
+
+def _gray3(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def _over_white(rgba: np.ndarray, full: int) -> np.ndarray:
+    """Composite straight alpha onto white with integer rounding (fits uint32 even for 16 bit)."""
+    rgb = rgba[:, :, :3].astype(np.uint32)
+    alpha = rgba[:, :, 3:].astype(np.uint32)
+    out = (rgb * alpha + full * (full - alpha) + full // 2) // full
+    return out.astype(np.uint8 if full == 255 else np.uint16)
+
+
+def _walk(root: Path, recursive: bool) -> Iterator[Path]:
+    """Image files under ``root``, skipping hidden files and folders (caches, our temp files)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if recursive and not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                yield Path(dirpath, name)
+
+
+# --- 16-bit writers: Pillow cannot create 16-bit RGB images, so write the simple files here ---
+
+
+def _write_png16(f: IO[bytes], rgb: np.ndarray) -> None:
+    h, w, _ = rgb.shape
+    raw = rgb.astype(">u2").view(np.uint8).reshape(h, w * 6)
+    rows = np.empty((h, w * 6 + 1), np.uint8)
+    rows[:, 0] = 1  # "Sub" filter: left-neighbour deltas compress photos far better than none
+    rows[:, 1:7] = raw[:, :6]
+    rows[:, 7:] = raw[:, 6:] - raw[:, :-6]  # uint8 arithmetic wraps modulo 256, as PNG wants
+    data = zlib.compress(rows.tobytes(), 6)
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">2I5B", w, h, 16, 2, 0, 0, 0)))
+    for i in range(0, len(data), 1 << 24):
+        f.write(chunk(b"IDAT", data[i : i + (1 << 24)]))
+    f.write(chunk(b"IEND", b""))
+
+
+def _write_tiff16(f: IO[bytes], rgb: np.ndarray) -> None:
+    """Baseline little-endian TIFF: header, one uncompressed strip, BitsPerSample, then the IFD."""
+    h, w, _ = rgb.shape
+    nbytes = h * w * 6
+    if nbytes > 0xFFFF_0000:
+        raise ValueError(f"image of {nbytes} bytes is too large for a classic TIFF; use PNG")
+    bps_at = 8 + nbytes
+    tags = [
+        (256, 4, 1, w),
+        (257, 4, 1, h),
+        (258, 3, 3, bps_at),
+        (259, 3, 1, 1),
+        (262, 3, 1, 2),
+        (273, 4, 1, 8),
+        (277, 3, 1, 3),
+        (278, 4, 1, h),
+        (279, 4, 1, nbytes),
+        (284, 3, 1, 1),
+    ]
+    f.write(b"II*\x00" + struct.pack("<I", bps_at + 6))
+    f.write(np.ascontiguousarray(rgb, dtype="<u2").tobytes())
+    f.write(struct.pack("<3HH", 16, 16, 16, len(tags)))
+    f.write(b"".join(struct.pack("<2HII", *t) for t in tags) + struct.pack("<I", 0))

@@ -1,0 +1,139 @@
+"""Validation metrics for ab-channel colourisation, matching scikit-image exactly.
+
+The colouriser predicts the LAB ``a``/``b`` channels scaled to ``[-1, 1]`` (``ab / 128``), so
+every tensor here is ``(B, 2, H, W)`` and the dynamic range is ``2``. The two metrics are the
+original project's: PSNR over both ab channels, and SSIM of the per-pixel mean ``(a + b) / 2``.
+They are re-implemented in batched torch (any device) so validation does not round-trip through
+NumPy, but they are defined as, and tested against, ``skimage.metrics``; arithmetic is done in
+float64 so the figures agree with scikit-image to ~1e-12, not just to float32 precision.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["psnr_ab", "ssim_ab", "ab_metrics", "baseline_metrics", "MetricMeans"]
+
+#: Dynamic range of ab scaled to [-1, 1].
+DATA_RANGE = 2.0
+#: skimage's default SSIM window (uniform, 7x7) and constants.
+WIN_SIZE = 7
+K1 = 0.01
+K2 = 0.03
+#: Cap applied to PSNR values by :class:`MetricMeans` (an exact match gives +inf dB).
+PSNR_CAP_DB = 100.0
+
+
+def _check_pair(pred: Tensor, target: Tensor) -> None:
+    """Reject inputs that are not matching ``(B, 2, H, W)`` batches, before any maths."""
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}"
+        )
+    if pred.dim() != 4 or pred.shape[1] != 2:
+        raise ValueError(f"expected (B, 2, H, W) ab tensors, got shape {tuple(pred.shape)}")
+
+
+def _to_f64(x: Tensor) -> Tensor:
+    """Float64 copy for accurate maths; MPS has no float64, so that case computes on the CPU."""
+    if x.device.type == "mps":
+        x = x.cpu()
+    return x.detach().to(torch.float64)
+
+
+@torch.no_grad()
+def psnr_ab(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-image PSNR (dB) over both ab channels with ``data_range=2``.
+
+    Equals ``skimage.metrics.peak_signal_noise_ratio(target[i], pred[i], data_range=2)``:
+    ``10 * log10(2**2 / mse)``, mse over C, H, W of each image, in float64. A perfect
+    prediction (mse 0) gives ``+inf``, as skimage does. Returns a float64 ``(B,)`` tensor.
+    """
+    _check_pair(pred, target)
+    diff = _to_f64(pred) - _to_f64(target)
+    mse = diff.square().mean(dim=(1, 2, 3))
+    return 10.0 * torch.log10(DATA_RANGE**2 / mse)
+
+
+@torch.no_grad()
+def ssim_ab(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-image SSIM of the mean ab channel ``(a + b) / 2``, exactly as scikit-image does it.
+
+    Equals ``skimage.metrics.structural_similarity(t, p, win_size=7, data_range=2.0)`` for the
+    2-D float64 images ``t``/``p`` = mean ab of target/pred: uniform 7x7 window, K1=0.01,
+    K2=0.03, sample covariance (49/48), C1=(K1*2)**2, C2=(K2*2)**2, and the mean of the SSIM
+    map with a 3-pixel border dropped. skimage filters with reflect padding and then crops that
+    border, so only windows lying fully inside the image survive; that is exactly a stride-1
+    'valid' 7x7 average pool, which is what is used here. Returns a float64 ``(B,)`` tensor.
+
+    Raises ``ValueError`` for images smaller than 7 px on a side (skimage raises too).
+    """
+    _check_pair(pred, target)
+    h, w = pred.shape[-2:]
+    if h < WIN_SIZE or w < WIN_SIZE:
+        raise ValueError(
+            f"SSIM needs images at least {WIN_SIZE}x{WIN_SIZE} (the window size); got {h}x{w}"
+        )
+    p = _to_f64(pred)
+    t = _to_f64(target)
+    x = (t[:, 0:1] + t[:, 1:2]) * 0.5  # (B, 1, H, W); skimage's im1 is the reference
+    y = (p[:, 0:1] + p[:, 1:2]) * 0.5
+    # One pooling pass for all five local moments: E[x], E[y], E[x^2], E[y^2], E[xy].
+    moments = F.avg_pool2d(torch.cat([x, y, x * x, y * y, x * y], dim=1), WIN_SIZE, stride=1)
+    ux, uy, uxx, uyy, uxy = moments.unbind(dim=1)
+    np_ = WIN_SIZE**2
+    cov_norm = np_ / (np_ - 1)  # sample covariance, skimage's default
+    vx = cov_norm * (uxx - ux * ux)
+    vy = cov_norm * (uyy - uy * uy)
+    vxy = cov_norm * (uxy - ux * uy)
+    c1 = (K1 * DATA_RANGE) ** 2
+    c2 = (K2 * DATA_RANGE) ** 2
+    a1 = 2 * ux * uy + c1
+    a2 = 2 * vxy + c2
+    b1 = ux**2 + uy**2 + c1
+    b2 = vx + vy + c2
+    s = (a1 * a2) / (b1 * b2)
+    return s.mean(dim=(1, 2))
+
+
+def ab_metrics(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+    """Both validation metrics for a batch: ``{"psnr_ab": (B,), "ssim_ab": (B,)}``."""
+    return {"psnr_ab": psnr_ab(pred, target), "ssim_ab": ssim_ab(pred, target)}
+
+
+def baseline_metrics(target: Tensor) -> dict[str, Tensor]:
+    """Metrics of the 'predict no colour' baseline (ab = 0, i.e. grey), the floor to beat."""
+    return ab_metrics(torch.zeros_like(target), target)
+
+
+class MetricMeans:
+    """Running per-image mean of metrics over batches (each image weighs the same).
+
+    ``update`` takes a dict of ``(B,)`` tensors (e.g. from :func:`ab_metrics`); ``means``
+    returns plain floats. PSNR values (keys containing ``"psnr"``) are clamped to at most
+    100 dB before averaging, so a perfect match (``+inf`` dB) cannot make the mean infinite.
+    """
+
+    def __init__(self) -> None:
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+
+    def update(self, metrics: Mapping[str, Tensor]) -> None:
+        """Add one batch of per-image values."""
+        for key, values in metrics.items():
+            v = values.detach().reshape(-1).to(torch.float64)
+            if "psnr" in key:
+                v = v.clamp(max=PSNR_CAP_DB)
+            self._sums[key] = self._sums.get(key, 0.0) + float(v.sum())
+            self._counts[key] = self._counts.get(key, 0) + v.numel()
+
+    def means(self) -> dict[str, float]:
+        """Mean per key over every image seen so far (NaN for a key that got no values)."""
+        return {
+            k: (s / self._counts[k] if self._counts[k] else math.nan) for k, s in self._sums.items()
+        }

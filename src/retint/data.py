@@ -1,0 +1,186 @@
+"""Training data: colour photos from folders, a seeded split, and random crops.
+
+Randomness is keyed by ``(seed, epoch, index)`` rather than drawn from a global generator, so a
+crop is the same whichever worker process makes it, and ``--resume`` replays the data stream
+exactly from any step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from .color import rgb_to_lab
+from .io import ImageReadError, find_images, read_rgb
+
+# A photo whose colours spread less than this (LAB units, std of a and b together) is gray or
+# nearly so; one whose ab values lie along a single ray from the origin (minor axis of their
+# second moments below MIN_TINT_MINOR_AXIS) is sepia or single-tint. Neither teaches colour.
+MIN_COLOUR_SPREAD = 3.0
+MIN_TINT_MINOR_AXIS = 0.7  # synthetic sepia measures 0.3-0.65, colour photos mostly > 1
+
+
+@dataclass(frozen=True)
+class Photo:
+    path: Path
+    key: str  # "<folder name>/<path inside it>": stable across machines, used for the split
+
+
+@dataclass
+class PhotoScan:
+    train: list[Photo]
+    val: list[Photo]
+    skipped_gray: list[Photo]
+    unreadable: list[tuple[Photo, str]]
+
+
+def _thumbnail_ab(rgb: np.ndarray) -> torch.Tensor:
+    img = Image.fromarray(_to_uint8(rgb))
+    img.thumbnail((96, 96))
+    t = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return rgb_to_lab(t)[1:].flatten(1).double()
+
+
+def colour_spread(rgb: np.ndarray) -> float:
+    """How much colour a photo holds: std of (a, b) over a thumbnail, in LAB units."""
+    return float(_thumbnail_ab(rgb).var(dim=1).sum().sqrt())
+
+
+def tint_minor_axis(rgb: np.ndarray) -> float:
+    """Spread of ab across the photo's main hue direction: ~0 for one tint (sepia, cyanotype)."""
+    ab = _thumbnail_ab(rgb)
+    return float(torch.linalg.eigvalsh(ab @ ab.T / ab.shape[1])[0].clamp_min(0).sqrt())
+
+
+def is_monotone(rgb: np.ndarray) -> bool:
+    """Gray, sepia or single-tint: a photo that teaches no colour."""
+    return colour_spread(rgb) < MIN_COLOUR_SPREAD or tint_minor_axis(rgb) < MIN_TINT_MINOR_AXIS
+
+
+def split_score(key: str, seed: int) -> float:
+    """A uniform number in [0, 1) from a hash of (seed, key): stable across machines and runs."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def is_val(key: str, val_fraction: float, seed: int) -> bool:
+    """Deterministic per-file split, so adding photos moves no others between the sets."""
+    return split_score(key, seed) < val_fraction
+
+
+def scan_photos(
+    roots: Sequence[str | Path], val_fraction: float = 0.1, seed: int = 0
+) -> PhotoScan:
+    """Find photos under ``roots`` (recursive), drop gray/monotone ones, split train/val."""
+    scan = PhotoScan([], [], [], [])
+    for root in roots:
+        root = Path(root)
+        for path in find_images([root]):
+            key = f"{root.name}/{path.relative_to(root).as_posix()}" if root.is_dir() else path.name
+            photo = Photo(path, key)
+            try:
+                rgb = read_rgb(path)
+            except ImageReadError as err:
+                scan.unreadable.append((photo, str(err)))
+                continue
+            if is_monotone(rgb):
+                scan.skipped_gray.append(photo)
+            elif is_val(key, val_fraction, seed):
+                scan.val.append(photo)
+            else:
+                scan.train.append(photo)
+    if not scan.val and len(scan.train) >= 2 and val_fraction > 0:  # tiny folders
+        first = min(scan.train, key=lambda p: split_score(p.key, seed))
+        scan.train.remove(first)
+        scan.val.append(first)
+    return scan
+
+
+def _to_uint8(rgb: np.ndarray) -> np.ndarray:
+    return (rgb >> 8).astype(np.uint8) if rgb.dtype == np.uint16 else rgb
+
+
+def _resize_short_side(img: Image.Image, short: int) -> Image.Image:
+    w, h = img.size
+    scale = short / min(w, h)
+    size = (max(short, round(w * scale)), max(short, round(h * scale)))
+    return img.resize(size, Image.BILINEAR, reducing_gap=2.0)
+
+
+class RandomCrops(Dataset):
+    """Square crops of ``size`` at a random scale, randomly mirrored; uint8 (3, size, size).
+
+    Each photo is first resized so its short side is ``size * U(1, max_scale)`` (capped at the
+    photo's own short side): crops then see whole objects, as the model does at inference when a
+    photo is shrunk to the working size, and also closer details.
+    Indexed by ``(epoch, i)`` pairs from :class:`EpochSampler`.
+    """
+
+    def __init__(self, photos: Sequence[Photo], size: int, max_scale: float = 2.0, seed: int = 0):
+        self.photos = list(photos)
+        self.size = size
+        self.max_scale = max_scale
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    def __getitem__(self, item: tuple[int, int]) -> torch.Tensor:
+        epoch, i = item
+        rng = np.random.default_rng([self.seed, epoch, i])
+        img = Image.fromarray(_to_uint8(read_rgb(self.photos[i].path)))
+        short = min(img.size)
+        target = self.size * rng.uniform(1.0, self.max_scale)
+        img = _resize_short_side(img, round(min(max(target, self.size), max(short, self.size))))
+        w, h = img.size
+        x, y = int(rng.integers(0, w - self.size + 1)), int(rng.integers(0, h - self.size + 1))
+        arr = np.asarray(img)[y : y + self.size, x : x + self.size]
+        if rng.random() < 0.5:
+            arr = arr[:, ::-1]
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def center_crops(photos: Sequence[Photo], size: int) -> torch.Tensor:
+    """Validation images: short side resized to ``size``, centre square; uint8 (N,3,size,size)."""
+    out = torch.empty((len(photos), 3, size, size), dtype=torch.uint8)
+    for n, photo in enumerate(photos):
+        img = _resize_short_side(Image.fromarray(_to_uint8(read_rgb(photo.path))), size)
+        w, h = img.size
+        x, y = (w - size) // 2, (h - size) // 2
+        crop = np.asarray(img)[y : y + size, x : x + size].copy()
+        out[n] = torch.from_numpy(crop).permute(2, 0, 1)
+    return out
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)`` forever: a seeded permutation per epoch, sharded by rank.
+
+    ``start`` skips that many samples of this rank's stream, which is how ``--resume`` continues
+    mid-epoch. Each rank sees ``len // world`` samples per epoch (the tail is dropped) so that
+    all ranks take the same number of steps.
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, start: int = 0):
+        if n < world:
+            raise ValueError(f"{n} training photos cannot be shared by {world} processes")
+        self.n, self.seed, self.rank, self.world, self.start = n, seed, rank, world, start
+        self.per_epoch = n // world
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, offset = divmod(self.start, self.per_epoch)
+        while True:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(self.n, generator=g)[self.rank :: self.world][: self.per_epoch]
+            for i in order[offset:].tolist():
+                yield epoch, i
+            epoch, offset = epoch + 1, 0
+
+    def __len__(self) -> int:  # pragma: no cover - infinite; DataLoader needs no length
+        return 2**62

@@ -1,0 +1,131 @@
+"""The Colorizer: the one inference path behind the CLI and the Python API.
+
+photo -> L at full resolution -> L shrunk to the working size (aspect kept, padded to a square)
+-> model -> ab -> padding cropped, ab upsampled to full resolution -> merged with the ORIGINAL L
+-> RGB. Only the colour passes through the network, so the detail of the input survives at its
+exact size; the colour of a sepia or tinted scan is ignored (only its L is used). Where a
+predicted colour falls outside sRGB for its lightness, the RGB is clipped (as skimage does), which
+shifts L slightly on those pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .color import model_to_rgb, rgb_to_l
+from .io import read_rgb, to_float, write_image
+from .models import load_weights, resolve_model_path
+from .train import pick_device
+
+MULTIPLE = 16  # the models halve the size four times
+BAND_PIXELS = 2_000_000  # full-resolution colour maths in bands of rows: bounded memory
+
+
+def _working_shape(h: int, w: int, size: int) -> tuple[int, int]:
+    scale = size / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+class Colorizer:
+    """Colorize photos with a bundled or trained model.
+
+    >>> colorizer = Colorizer()                      # bundled default model, best device
+    >>> rgb = colorizer.colorize(gray_or_colour_rgb)  # HxWx3 uint8/uint16/float -> same dtype
+    >>> colorizer.colorize_file("old.jpg", "new.jpg")
+    """
+
+    def __init__(self, model: str | Path = "default", device: str = "auto",
+                 working_size: int = 256, batch_size: int = 4) -> None:
+        if working_size < MULTIPLE or working_size % MULTIPLE:
+            raise ValueError(f"working size must be a multiple of {MULTIPLE}, got {working_size}")
+        self.device = pick_device(device)
+        self.model_path = resolve_model_path(str(model))
+        self.model, self.card = load_weights(self.model_path, self.device)
+        self.working_size = working_size
+        self.batch_size = max(1, batch_size)
+
+    @property
+    def name(self) -> str:
+        return self.card.get("name", self.model_path.stem)
+
+    @torch.no_grad()
+    def predict_ab(self, l_full: Sequence[Tensor]) -> list[Tensor]:
+        """ab (2,H,W) for each full-resolution L (1,H,W) in [0,1], run at the working size."""
+        size = self.working_size
+        results: list[Tensor] = []
+        for start in range(0, len(l_full), self.batch_size):
+            chunk = l_full[start : start + self.batch_size]
+            shapes = [_working_shape(*l.shape[-2:], size) for l in chunk]
+            batch = torch.empty((len(chunk), 1, size, size), device=self.device)
+            for n, (l, (h, w)) in enumerate(zip(chunk, shapes, strict=True)):
+                small = F.interpolate(l[None].to(self.device), size=(h, w), mode="bilinear",
+                                      antialias=True, align_corners=False)
+                # pad (not stretch) to the square working size; replicate keeps edges neutral
+                batch[n] = F.pad(small, (0, size - w, 0, size - h), mode="replicate")[0]
+            ab = self.model(batch).float()
+            for n, (l, (h, w)) in enumerate(zip(chunk, shapes, strict=True)):
+                full = F.interpolate(ab[n : n + 1, :, :h, :w], size=tuple(l.shape[-2:]),
+                                     mode="bilinear", align_corners=False)
+                results.append(full[0])
+        return results
+
+    def colorize_many(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Colorize HxWx3 (or HxW) arrays; each result has its input's size and dtype."""
+        l_full = [self._lightness(img) for img in images]
+        abs_ = self.predict_ab(l_full)
+        return [self._compose(l, ab, img.dtype) for l, ab, img in zip(l_full, abs_, images,
+                                                                       strict=True)]
+
+    def colorize(self, image: np.ndarray) -> np.ndarray:
+        return self.colorize_many([image])[0]
+
+    def colorize_file(self, src: str | Path, dst: str | Path, quality: int = 95) -> None:
+        """Read ``src``, write the colorized photo to ``dst`` atomically (never onto ``src``)."""
+        if Path(dst).resolve() == Path(src).resolve():
+            raise ValueError(f"{dst}: refusing to overwrite the input")
+        write_image(dst, self.colorize(read_rgb(src)), quality=quality)
+
+    # -- full-resolution colour maths, in bands of rows to bound memory
+
+    def _lightness(self, image: np.ndarray) -> Tensor:
+        rgb = _as_float_rgb(image)
+        h, w = rgb.shape[:2]
+        out = torch.empty((1, h, w), dtype=torch.float32)
+        for r0, r1 in _bands(h, w):
+            band = torch.from_numpy(rgb[r0:r1]).permute(2, 0, 1).to(self.device)
+            out[:, r0:r1] = rgb_to_l(band).cpu()
+        return out
+
+    def _compose(self, l: Tensor, ab: Tensor, dtype: np.dtype) -> np.ndarray:
+        """Original L + predicted ab -> RGB in the input's dtype (float stays float)."""
+        h, w = l.shape[-2:]
+        floating = np.issubdtype(dtype, np.floating)
+        out_dtype = np.float32 if floating else np.uint16 if dtype == np.uint16 else np.uint8
+        peak = 1.0 if floating else float(np.iinfo(out_dtype).max)
+        out = np.empty((h, w, 3), dtype=out_dtype)
+        for r0, r1 in _bands(h, w):
+            rgb = model_to_rgb(l[:, r0:r1].to(ab.device), ab[:, r0:r1]) * peak
+            out[r0:r1] = (rgb if floating else rgb.round()).permute(1, 2, 0).cpu().numpy()
+        return out
+
+
+def _bands(h: int, w: int) -> list[tuple[int, int]]:
+    rows = max(1, BAND_PIXELS // max(1, w))
+    return [(r, min(h, r + rows)) for r in range(0, h, rows)]
+
+
+def _as_float_rgb(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"expected an HxW or HxWx3 image, got shape {image.shape}")
+    image = image[:, :, :3]
+    if np.issubdtype(image.dtype, np.floating):
+        return np.ascontiguousarray(np.clip(image, 0.0, 1.0), dtype=np.float32)
+    return to_float(np.ascontiguousarray(image))

@@ -116,9 +116,10 @@ def test_distillation_objective(model_files, photos_dir, tmp_path):
     with torch.no_grad():
         recon = F.mse_loss(student(l), ab)
         distill = F.mse_loss(student.latent(l), objective.teacher.latent(l))
-    assert float(parts["recon"]) == pytest.approx(float(recon), rel=1e-5)
-    assert float(parts["distill"]) == pytest.approx(float(distill), rel=1e-5)
-    assert float(loss) == pytest.approx(0.3 * float(recon) + 0.7 * float(distill), rel=1e-5)
+    assert float(parts["recon"].detach()) == pytest.approx(float(recon), rel=1e-5)
+    assert float(parts["distill"].detach()) == pytest.approx(float(distill), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(0.3 * float(recon) + 0.7 * float(distill),
+                                                 rel=1e-5)
 
     loss.backward()
     assert all(p.grad is None for p in objective.teacher.parameters())

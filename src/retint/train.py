@@ -209,8 +209,11 @@ class RunLog:
             writer.writerows(rows)
         self.tb = None
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # optional extra
-
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # optional extra
+            except ImportError as err:
+                raise SystemExit("error: --tensorboard needs the tensorboard package "
+                                 "(pip install 'retint[tensorboard]')") from err
             self.tb = SummaryWriter(str(out / "tensorboard"))
 
     def write(self, row: dict) -> None:

@@ -1,0 +1,36 @@
+# The two set-up commands: `make demo` and `make test`. Everything else is optional.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Pinned so pip takes the local CPU build instead of a multi-GB CUDA one; the package itself
+# only needs torch>=2.2.
+TORCH ?= torch==2.13.0
+
+.PHONY: demo test lint install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/retint demo -o out
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests scripts
+
+test: lint
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache

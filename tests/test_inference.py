@@ -331,3 +331,12 @@ def test_default_model_loads():
     assert c.model_path.exists()
     out = c.colorize(photo("chelsea")[:64, :96])
     assert out.shape == (64, 96, 3)
+
+
+def test_colorizer_is_the_package_api(model_files):
+    import retint
+    from retint.inference import Colorizer
+
+    assert retint.Colorizer is Colorizer
+    out = retint.Colorizer(str(model_files["student"])).colorize(photo("coffee"))
+    assert out.shape == photo("coffee").shape and out.dtype == np.uint8

@@ -34,10 +34,12 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:
+    """``run/best``, ``run/best.safetensors`` or ``run/best.json`` -> both files (dots in a
+    name such as ``teacher-v1.5`` are kept)."""
     base = Path(path)
     if base.suffix in (".safetensors", ".json"):
         base = base.with_suffix("")
-    return base.with_suffix(".safetensors"), base.with_suffix(".json")
+    return base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -83,9 +85,7 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     """Rebuild a model from its card and weights, in float32 and eval mode."""
     weights_path, card_path = _paths(path)
     if not weights_path.is_file() or not card_path.is_file():
-        raise FileNotFoundError(
-            f"{weights_path.with_suffix('')}: need both .safetensors and .json model files"
-        )
+        raise FileNotFoundError(f"{weights_path}: no such model (need it and its .json card)")
     card = json.loads(card_path.read_text())
     model = build_model(card["arch"], card.get("width", 1.0))
     state = load_file(str(weights_path))

@@ -77,9 +77,9 @@ class Colorizer:
 
     def colorize_many(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Colorize HxWx3 (or HxW) arrays; each result has its input's size and dtype."""
-        l_full = [self._lightness(img) for img in images]
+        l_full = [self.lightness(img) for img in images]
         abs_ = self.predict_ab(l_full)
-        return [self._compose(l, ab, img.dtype) for l, ab, img in zip(l_full, abs_, images,
+        return [self.compose(l, ab, img.dtype) for l, ab, img in zip(l_full, abs_, images,
                                                                        strict=True)]
 
     def colorize(self, image: np.ndarray) -> np.ndarray:
@@ -91,9 +91,10 @@ class Colorizer:
             raise ValueError(f"{dst}: refusing to overwrite the input")
         write_image(dst, self.colorize(read_rgb(src)), quality=quality)
 
-    # -- full-resolution colour maths, in bands of rows to bound memory
+    # -- the stages of colorize_many, public so benchmarks can time each one
 
-    def _lightness(self, image: np.ndarray) -> Tensor:
+    def lightness(self, image: np.ndarray) -> Tensor:
+        """Full-resolution ``L / 100`` (1,H,W) on the CPU, computed in bands."""
         rgb = _as_float_rgb(image)
         h, w = rgb.shape[:2]
         out = torch.empty((1, h, w), dtype=torch.float32)
@@ -102,7 +103,7 @@ class Colorizer:
             out[:, r0:r1] = rgb_to_l(band).cpu()
         return out
 
-    def _compose(self, l: Tensor, ab: Tensor, dtype: np.dtype) -> np.ndarray:
+    def compose(self, l: Tensor, ab: Tensor, dtype: np.dtype) -> np.ndarray:
         """Original L + predicted ab -> RGB in the input's dtype (float stays float)."""
         h, w = l.shape[-2:]
         floating = np.issubdtype(dtype, np.floating)

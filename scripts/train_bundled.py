@@ -86,12 +86,21 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--probe-steps", type=int, default=150)
     ap.add_argument("--install-to", default=str(BUNDLED_DIR))
+    ap.add_argument("--install-only", action="store_true",
+                    help="skip training; install the best weights of existing runs")
+    ap.add_argument("--hardware", help="override the card's training device description")
     args = ap.parse_args()
 
     common = dict(data=args.data, batch_size=args.batch_size, crop=args.crop,
                   max_scale=args.max_scale, lr=args.lr, workers=args.workers, val_every=500,
                   ckpt_every=1000, warmup=300, progress=False)
     runs = Path(args.runs)
+    if not args.install_only:
+        train_both(args, common, runs)
+    install(args, runs)
+
+
+def train_both(args: argparse.Namespace, common: dict, runs: Path) -> None:
     teacher_cfg = TrainConfig(out=str(runs / "teacher"), arch="teacher", **common)
     teacher_cfg.steps = args.teacher_steps or calibrated_steps(
         teacher_cfg, args.teacher_minutes, args.probe_steps)
@@ -105,6 +114,9 @@ def main() -> None:
     student_cfg.time_budget = args.student_minutes * 60
     fit(student_cfg)
 
+
+def install(args: argparse.Namespace, runs: Path) -> None:
+    """Copy each run's best weights into the package as fp16 with a full model card."""
     install = Path(args.install_to)
     scores = {}
     for name in ("teacher", "student"):
@@ -114,9 +126,13 @@ def main() -> None:
         card["data"] = data_card(args.data, card["data"])
         card["data"]["val_photos_list"] = split["val"]
         card["data"]["skipped_gray_list"] = split["skipped_gray"]
+        if args.hardware:
+            card["device"] = args.hardware
         card["command"] = "python scripts/train_bundled.py " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if k not in ("install_to", "runs"))
+            for k, v in vars(args).items()
+            if v not in (None, False) and k not in ("install_to", "runs", "install_only",
+                                                    "hardware"))
         save_weights(model, install / name, card, dtype=torch.float16)
         scores[name] = card["validation"]["val_psnr_ab"]
         print(f"{name}: {card['validation']}")

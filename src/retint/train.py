@@ -79,6 +79,21 @@ class TrainConfig:
     extra_card: dict = field(default_factory=dict)
 
 
+def describe_device(device: torch.device) -> str:
+    """A human name for where training ran, for model cards."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        try:
+            with open("/proc/cpuinfo") as f:
+                model = next(line.split(":", 1)[1].strip() for line in f
+                             if line.startswith("model name"))
+        except (OSError, StopIteration):
+            model = platform.processor() or platform.machine()
+        return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    return device.type
+
+
 def pick_device(name: str) -> torch.device:
     if name != "auto":
         return torch.device(name)
@@ -378,8 +393,7 @@ def fit(cfg: TrainConfig) -> dict:
     def card(figures: dict) -> dict:
         return {
             "steps": step, "train_seconds": round(elapsed_before + time.time() - t0, 1),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-            else platform.processor() or platform.machine(),
+            "device": describe_device(device),
             "processes": ddp.world, "data": {"roots": [str(Path(r)) for r in cfg.data],
             "train_photos": len(scan.train), "val_photos": len(scan.val),
             "skipped_gray": len(scan.skipped_gray)},

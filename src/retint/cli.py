@@ -1,4 +1,4 @@
-"""``retint`` command line: colorize, demo, train, distill, models."""
+"""``retint`` command line: colorize, demo, train, distill, models, evaluate."""
 
 from __future__ import annotations
 
@@ -315,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list the bundled models")
     p.set_defaults(func=cmd_models)
+
+    from . import evaluate
+
+    evaluate.add_command(sub)
     return parser
 
 

@@ -75,27 +75,39 @@ def is_val(key: str, val_fraction: float, seed: int) -> bool:
     return split_score(key, seed) < val_fraction
 
 
+def list_photos(roots: Sequence[str | Path]) -> list[Photo]:
+    """Image files under ``roots`` (recursive, each once), keyed ``<folder name>/<path inside>``
+    (a lone file by its name): the keys that splits and model cards list."""
+    photos, seen = [], set()
+    for root in map(Path, roots):
+        name = root.resolve().name  # "." keys as the folder's real name
+        for path in find_images([root]):
+            if path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            key = f"{name}/{path.relative_to(root).as_posix()}" if root.is_dir() else path.name
+            photos.append(Photo(path, key))
+    return photos
+
+
 def scan_photos(
     roots: Sequence[str | Path], val_fraction: float = 0.1, seed: int = 0
 ) -> PhotoScan:
     """Find photos under ``roots`` (recursive), drop gray/monotone ones, split train/val."""
     scan = PhotoScan([], [], [], [])
-    for root in roots:
-        root = Path(root)
-        for path in find_images([root]):
-            key = f"{root.name}/{path.relative_to(root).as_posix()}" if root.is_dir() else path.name
-            photo = Photo(path, key)
-            try:
-                rgb = read_rgb(path)
-            except ImageReadError as err:
-                scan.unreadable.append((photo, str(err)))
-                continue
-            if is_monotone(rgb):
-                scan.skipped_gray.append(photo)
-            elif is_val(key, val_fraction, seed):
-                scan.val.append(photo)
-            else:
-                scan.train.append(photo)
+    for photo in list_photos(roots):
+        path, key = photo.path, photo.key
+        try:
+            rgb = read_rgb(path)
+        except ImageReadError as err:
+            scan.unreadable.append((photo, str(err)))
+            continue
+        if is_monotone(rgb):
+            scan.skipped_gray.append(photo)
+        elif is_val(key, val_fraction, seed):
+            scan.val.append(photo)
+        else:
+            scan.train.append(photo)
     if not scan.val and len(scan.train) >= 2 and val_fraction > 0:  # tiny folders
         first = min(scan.train, key=lambda p: split_score(p.key, seed))
         scan.train.remove(first)

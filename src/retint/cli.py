@@ -1,4 +1,4 @@
-"""``retint`` command line: colorize, demo, train, distill, models, evaluate."""
+"""``retint`` command line: colorize, demo, train, distill, models, evaluate, bench."""
 
 from __future__ import annotations
 
@@ -316,9 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the bundled models")
     p.set_defaults(func=cmd_models)
 
-    from . import evaluate
+    from . import bench, evaluate
 
     evaluate.add_command(sub)
+    bench.add_command(sub)
     return parser
 
 

@@ -1,0 +1,117 @@
+"""Tests for ``retint bench``: exact MAC counts, the original pipeline's quantization, and the
+command end to end at tiny settings (``--quick``), including its JSON and ``--compare``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from torch import nn
+
+from retint.bench import add_command, count_macs, seed_quantize
+from retint.models import build_model
+
+
+def bench(*argv: str) -> tuple[int, str]:
+    """Run ``retint bench ARGV`` through our own parser; (exit code, stdout)."""
+    parser = argparse.ArgumentParser()
+    add_command(parser.add_subparsers())
+    args = parser.parse_args(["bench", *argv])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        rc = args.func(args)
+    return rc, out.getvalue()
+
+
+def test_macs_of_single_layers() -> None:
+    # conv: output elements x in/groups x kernel area; 7x7 kept by padding 1
+    assert count_macs(nn.Conv2d(4, 6, 3, padding=1, groups=2), (2, 4, 7, 7)) == 7 * 7 * 6 * 2 * 9
+    # stride 2: 10x10 -> 5x5
+    assert count_macs(nn.Conv2d(3, 8, 3, stride=2, padding=1), (1, 3, 10, 10)) == 5 * 5 * 8 * 3 * 9
+    # transposed conv: input elements x out channels x kernel area
+    convt = nn.ConvTranspose2d(4, 6, 4, stride=2, padding=1)
+    assert count_macs(convt, (3, 4, 5, 5)) == 5 * 5 * 4 * 6 * 16
+    assert count_macs(nn.Linear(10, 7), (3, 10)) == 10 * 7  # per sample
+
+
+def test_teacher_macs_match_the_architecture_by_hand() -> None:
+    def conv(cin: int, cout: int, out_side: int) -> int:  # kernel 4
+        return out_side**2 * cout * cin * 16
+
+    def convt(cin: int, cout: int, in_side: int) -> int:  # kernel 4, stride 2
+        return in_side**2 * cin * cout * 16
+
+    def se(c: int) -> int:  # Linear c -> c/16 -> c
+        return 2 * c * (c // 16)
+
+    expected = (
+        conv(1, 32, 128) + conv(32, 64, 64) + conv(64, 128, 32) + conv(128, 256, 16)
+        + conv(256, 512, 16) + conv(512, 256, 16)  # dilated bottleneck, stride 1
+        + convt(256 + 256, 128, 16) + convt(128 + 128, 64, 32) + convt(64 + 64, 32, 64)
+        + convt(32 + 32, 2, 128)
+        + 256 * 256 * 2 * (2 + 1) * 9  # head: 3x3 conv on ab + L
+        + sum(se(c) for c in (32, 64, 128, 256, 512, 256, 128, 64, 32))
+    )
+    assert count_macs(build_model("teacher"), (1, 1, 256, 256)) == expected
+
+
+def test_seed_quantization_really_quantizes() -> None:
+    rng = np.random.default_rng(0)
+    l = rng.uniform(-0.2, 1.2, (64, 64))
+    ab = rng.uniform(-1.2, 1.2, (64, 64, 2))
+    lab = seed_quantize(l, ab)
+    assert lab.dtype == np.float64 and lab.shape == (64, 64, 3)
+    assert len(np.unique(lab[..., 0])) <= 101
+    assert set(np.unique(lab[..., 0])) <= set(range(101))
+    assert np.array_equal(lab, np.round(lab))  # every channel whole numbers
+    assert lab[..., 1:].min() >= -128 and lab[..., 1:].max() <= 127
+    # a comes from a and b from b (the seed's a-from-L bug is not kept)
+    np.testing.assert_array_equal(lab[..., 1], np.clip(ab[..., 0] * 128, -128, 127).astype(int))
+    np.testing.assert_array_equal(lab[..., 2], np.clip(ab[..., 1] * 128, -128, 127).astype(int))
+
+
+@pytest.fixture(scope="module")
+def quick_run(model_files, tmp_path_factory) -> tuple[str, Path]:
+    path = tmp_path_factory.mktemp("bench") / "run.json"
+    rc, out = bench("--quick", "--device", "cpu", "--model", str(model_files["teacher"]),
+                    "--model", str(model_files["student"]), "--json", str(path))
+    assert rc == 0
+    return out, path
+
+
+def test_report_has_every_section(quick_run) -> None:
+    out, _ = quick_run
+    for text in ("CPU", "torch threads", "RAM", "parameters", "6,321,814", "MACs @256²",
+                 "GFLOPs @256²", "ms/image", "images/s", "peak RSS (process)",
+                 "## Full resolution, tiny-teacher", "## Full resolution, tiny-student",
+                 "model+resize", "Reference pipeline", "quantize+lab2rgb",
+                 "of the matmul peak", "of the conv peak"):
+        assert text in out, text
+    assert len(re.findall(r"slowest stage: (decode|L|model\+resize|RGB|encode) \(", out)) == 2
+    assert len(re.findall(r"tiny-\w+: ours \d+\.\d\dx the reference time", out)) == 2
+
+
+def test_json_and_compare_with_itself(quick_run) -> None:
+    _, path = quick_run
+    saved = json.loads(path.read_text())
+    assert set(saved) == {"settings", "machine", "peak", "models"}
+    teacher = saved["models"]["tiny-teacher"]
+    assert teacher["parameters"] == 6_321_814
+    assert set(teacher["fullres"]["stages_s"]) == {"decode", "L", "model+resize", "RGB", "encode"}
+    assert teacher["reference"]["ours_over_reference"] > 0
+    rc, out = bench("--compare", str(path), str(path))
+    assert rc == 0
+    ratios = re.findall(r"\| +(\S+) \|$", out, flags=re.M)[1:]  # last column, header dropped
+    assert len(ratios) > 20 and set(ratios) == {"1.00"}
+
+
+def test_skip_reference(model_files) -> None:
+    rc, out = bench("--quick", "--device", "cpu", "--skip-reference", "--model",
+                    str(model_files["student"]))
+    assert rc == 0 and "tiny-student" in out and "Reference pipeline" not in out

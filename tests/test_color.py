@@ -219,3 +219,31 @@ def test_cuda_matches_cpu():
     l_norm, ab_norm = rgb_to_model(rgb.cuda())
     torch.testing.assert_close(model_to_rgb(l_norm, ab_norm).cpu(), lab_to_rgb(lab_cpu),
                                rtol=0, atol=1e-5)
+
+
+# ---------------------------------------------------------------- 8-bit fast paths
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+def test_8bit_lightness_table_matches_the_exact_formula(name):
+    from retint.color import lightness_from_srgb8
+
+    rgb = photo(name)
+    exact = rgb_to_l(torch.from_numpy(rgb / 255.0).permute(2, 0, 1).double())[0].numpy()
+    fast = lightness_from_srgb8(rgb)
+    assert fast.shape == rgb.shape[:2] and fast.dtype == np.float32
+    assert np.abs(fast - exact).max() < 2e-6  # L/100 units: 2e-4 L
+    assert np.abs(fast * 100 - rgb2lab(rgb)[..., 0]).max() < 1e-3
+
+
+def test_8bit_encoding_table_matches_exact_rounding():
+    from retint.color import lab_to_linear_rgb, linear_to_srgb8
+
+    lab = torch.from_numpy(rgb2lab(photo("astronaut"))).permute(2, 0, 1).float()
+    lab[1:] *= 1.8  # push some colours out of gamut too
+    exact = (lab_to_rgb(lab.double()) * 255).round().to(torch.uint8)
+    fast = linear_to_srgb8(lab_to_linear_rgb(lab))
+    diff = (fast.int() - exact.int()).abs()
+    assert fast.dtype == torch.uint8 and fast.shape == exact.shape
+    # float32 vs float64 at rounding boundaries: measured 99.8 % identical, the rest one level
+    assert int(diff.max()) <= 1 and float((diff == 0).float().mean()) > 0.995

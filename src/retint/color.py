@@ -12,6 +12,7 @@ is the target, so the model ends in ``tanh``.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -55,15 +56,19 @@ def rgb_to_lab(rgb: Tensor) -> Tensor:
     return lab
 
 
-def lab_to_rgb(lab: Tensor) -> Tensor:
-    """LAB -> sRGB clipped to [0, 1] (out-of-gamut colours are clipped, as skimage does)."""
+def lab_to_linear_rgb(lab: Tensor) -> Tensor:
+    """LAB -> linear-light RGB (not yet gamma-encoded, not clipped)."""
     l, a, b = lab.unbind(-3)
     fy = (l + 16.0) / 116.0
-    fx = fy + a / 500.0
     fz = (fy - b / 200.0).clamp_min(0.0)  # skimage clips negative Z the same way
-    f = torch.stack((fx, fy, fz), dim=-3)
-    xyz = torch.where(f > 0.2068966, f**3, (f - 16.0 / 116.0) / _KAPPA) * _white(f)
-    linear = _matmul_channels(_RGB_FROM_XYZ, xyz)
+    f = torch.stack((fy + a / 500.0, fy, fz), dim=-3)
+    xyz = torch.where(f > 0.2068966, f * f * f, (f - 16.0 / 116.0) / _KAPPA)
+    return _matmul_channels(_RGB_FROM_XYZ * torch.tensor(_WHITE_D65, dtype=torch.float64), xyz)
+
+
+def lab_to_rgb(lab: Tensor) -> Tensor:
+    """LAB -> sRGB clipped to [0, 1] (out-of-gamut colours are clipped, as skimage does)."""
+    linear = lab_to_linear_rgb(lab)
     rgb = torch.where(
         linear > 0.0031308,
         1.055 * linear.clamp_min(0.0031308) ** (1.0 / 2.4) - 0.055,
@@ -96,3 +101,42 @@ def rgb_to_l(rgb: Tensor) -> Tensor:
     y = _matmul_channels(_XYZ_FROM_RGB[1:2], linear)
     fy = torch.where(y > _EPS, y.clamp_min(_EPS) ** (1.0 / 3.0), _KAPPA * y + 16.0 / 116.0)
     return (116.0 * fy - 16.0) / L_SCALE
+
+
+# ---------------------------------------------------------------- 8-bit fast paths
+# Most photos are 8-bit. For them the sRGB curve is a table lookup instead of a per-pixel power:
+# several times faster at 12 megapixels, and exact (decoding) or within 0.06 of a level
+# (encoding, 65,536 steps of linear light) before rounding.
+
+_LINEAR_STEPS = 65535
+
+
+def _srgb_decode_table() -> np.ndarray:
+    v = np.arange(256, dtype=np.float64) / 255.0
+    return np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92).astype(np.float32)
+
+
+def _srgb_encode_table() -> Tensor:
+    v = torch.arange(_LINEAR_STEPS + 1, dtype=torch.float64) / _LINEAR_STEPS
+    srgb = torch.where(v > 0.0031308, 1.055 * v ** (1.0 / 2.4) - 0.055, 12.92 * v)
+    return (srgb * 255.0).round().clamp(0, 255).to(torch.uint8)
+
+
+_SRGB8_TO_LINEAR = _srgb_decode_table()
+_LINEAR_TO_SRGB8 = _srgb_encode_table()
+
+
+def lightness_from_srgb8(rgb: np.ndarray) -> np.ndarray:
+    """``L / 100`` (H, W) float32 of an 8-bit sRGB photo (H, W, 3), via the decoding table."""
+    linear = _SRGB8_TO_LINEAR[rgb]
+    y = linear @ _XYZ_FROM_RGB[1].numpy().astype(np.float32)
+    fy = np.where(y > _EPS, np.cbrt(y), _KAPPA * y + 16.0 / 116.0)
+    return (116.0 * fy - 16.0) / L_SCALE
+
+
+def linear_to_srgb8(linear: Tensor) -> Tensor:
+    """Linear-light RGB -> 8-bit sRGB, clipped, via the encoding table (same device)."""
+    index = (linear.clamp(0.0, 1.0) * _LINEAR_STEPS).round_().to(torch.int32)
+    if index.device.type == "cpu":  # numpy's gather is ~3x faster than torch's on the CPU
+        return torch.from_numpy(_LINEAR_TO_SRGB8.numpy()[index.numpy()])
+    return _LINEAR_TO_SRGB8.to(linear.device)[index]

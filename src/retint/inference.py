@@ -18,7 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .color import model_to_rgb, rgb_to_l
+from .color import (
+    AB_SCALE,
+    L_SCALE,
+    lab_to_linear_rgb,
+    lab_to_rgb,
+    lightness_from_srgb8,
+    linear_to_srgb8,
+    rgb_to_l,
+)
 from .io import read_rgb, to_float, write_image
 from .models import load_weights, resolve_model_path
 from .train import pick_device
@@ -95,7 +103,11 @@ class Colorizer:
 
     def lightness(self, image: np.ndarray) -> Tensor:
         """Full-resolution ``L / 100`` (1,H,W) on the CPU, computed in bands."""
-        rgb = _as_float_rgb(image)
+        image = _as_rgb(image)
+        if image.dtype == np.uint8 and self.device.type == "cpu":
+            return torch.from_numpy(lightness_from_srgb8(image))[None]
+        floating = np.issubdtype(image.dtype, np.floating)
+        rgb = np.clip(image, 0.0, 1.0).astype(np.float32) if floating else to_float(image)
         h, w = rgb.shape[:2]
         out = torch.empty((1, h, w), dtype=torch.float32)
         for r0, r1 in _bands(h, w):
@@ -111,8 +123,14 @@ class Colorizer:
         peak = 1.0 if floating else float(np.iinfo(out_dtype).max)
         out = np.empty((h, w, 3), dtype=out_dtype)
         for r0, r1 in _bands(h, w):
-            rgb = model_to_rgb(l[:, r0:r1].to(ab.device), ab[:, r0:r1]) * peak
-            out[r0:r1] = (rgb if floating else rgb.round()).permute(1, 2, 0).cpu().numpy()
+            lab = torch.cat((l[:, r0:r1].to(ab.device).clamp(0.0, 1.0) * L_SCALE,
+                             ab[:, r0:r1] * AB_SCALE))
+            if out_dtype == np.uint8:
+                rgb = linear_to_srgb8(lab_to_linear_rgb(lab))
+            else:
+                rgb = lab_to_rgb(lab) * peak
+                rgb = rgb if floating else rgb.round()
+            out[r0:r1] = rgb.permute(1, 2, 0).cpu().numpy()
         return out
 
 
@@ -121,12 +139,10 @@ def _bands(h: int, w: int) -> list[tuple[int, int]]:
     return [(r, min(h, r + rows)) for r in range(0, h, rows)]
 
 
-def _as_float_rgb(image: np.ndarray) -> np.ndarray:
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    """HxW, HxWx3 or HxWx4 -> contiguous HxWx3 of the same dtype (gray replicated, alpha off)."""
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise ValueError(f"expected an HxW or HxWx3 image, got shape {image.shape}")
-    image = image[:, :, :3]
-    if np.issubdtype(image.dtype, np.floating):
-        return np.ascontiguousarray(np.clip(image, 0.0, 1.0), dtype=np.float32)
-    return to_float(np.ascontiguousarray(image))
+    return np.ascontiguousarray(image[:, :, :3])

@@ -157,9 +157,9 @@ DEMO_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 def cmd_demo(args: argparse.Namespace) -> int:
     """Gray versions of public-domain photos that ship with scikit-image (not in our training
     data) are colorized; the sheet shows gray input | retint | original."""
-    import numpy as np
     import skimage.data
 
+    from .color import no_colour
     from .io import read_rgb, write_image
     from .sheet import contact_sheet
 
@@ -169,9 +169,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name in DEMO_PHOTOS:
         rgb = getattr(skimage.data, name)()[:, :, :3]
         originals[name] = rgb
-        luma = np.asarray(rgb, dtype=np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-        write_image(gray_dir / f"{name}.png", np.repeat(luma.round().astype(np.uint8)[..., None],
-                                                        3, axis=2))
+        write_image(gray_dir / f"{name}.png", no_colour(rgb))  # its own L, colour removed
     colorizer = _colorizer(args)
     pairs = [(gray_dir / f"{n}.png", out / f"{n}.png") for n in DEMO_PHOTOS]
     report = colorize_files(colorizer, pairs, progress=not args.quiet)

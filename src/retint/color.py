@@ -140,3 +140,18 @@ def linear_to_srgb8(linear: Tensor) -> Tensor:
     if index.device.type == "cpu":  # numpy's gather is ~3x faster than torch's on the CPU
         return torch.from_numpy(_LINEAR_TO_SRGB8.numpy()[index.numpy()])
     return _LINEAR_TO_SRGB8.to(linear.device)[index]
+
+
+def no_colour(rgb: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
+    """A photo's own L with ab = 0 (what it looks like in black and white), in its dtype.
+
+    The no-colour baseline of evaluation and the gray inputs of the demo: exactly the lightness
+    the models see, recombined and rounded as the Colorizer rounds its results.
+    """
+    peak = 65535 if rgb.dtype == np.uint16 else 255
+    x = torch.from_numpy(np.ascontiguousarray(rgb[:, :, :3], dtype=np.float32) / peak)
+    l = rgb_to_l(x.permute(2, 0, 1).to(device))
+    out = model_to_rgb(l, torch.zeros((2, *l.shape[-2:]), device=l.device))
+    # ab = 0 is neutral, but the 6-digit matrices leave R, G, B a hair apart: make it exact
+    out = out.mean(dim=0, keepdim=True).expand(3, -1, -1)
+    return (out * peak).round().permute(1, 2, 0).cpu().numpy().astype(rgb.dtype)

@@ -94,21 +94,6 @@ def working_truth(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(_to_uint8(rgb)).resize(shape, Image.LANCZOS))
 
 
-def no_colour(rgb: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
-    """The baseline: the photo's own L with ab = 0, in its dtype, made as the Colorizer makes
-    its results (float32 L from :func:`rgb_to_l`, recombined by :func:`model_to_rgb`, rounded)."""
-    import numpy as np
-    import torch
-
-    from .color import model_to_rgb, rgb_to_l
-    from .io import to_float
-
-    l = rgb_to_l(torch.from_numpy(to_float(rgb)).permute(2, 0, 1).to(device))
-    out = model_to_rgb(l, torch.zeros((2, *l.shape[-2:]), device=l.device))
-    peak = 65535 if rgb.dtype == np.uint16 else 255
-    return (out * peak).round().permute(1, 2, 0).cpu().numpy().astype(rgb.dtype)
-
-
 def _rgb255(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
     """HxWx3 uint8/uint16 -> (1, 3, H, W) float64 on the 0-255 scale (16 bit divided by 257)."""
     import numpy as np
@@ -218,6 +203,7 @@ def evaluate(images: Iterable[tuple[str, str | Path | np.ndarray]],
     import torch
     from tqdm import tqdm
 
+    from .color import no_colour
     from .data import is_monotone
     from .io import ImageReadError, read_rgb, write_image
     from .sheet import contact_sheet

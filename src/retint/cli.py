@@ -1,4 +1,4 @@
-"""``retint`` command line: colorize, demo, train, distill, models, evaluate, bench."""
+"""``retint`` command line: colorize, video, demo, train, distill, models, evaluate, bench."""
 
 from __future__ import annotations
 
@@ -314,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the bundled models")
     p.set_defaults(func=cmd_models)
 
-    from . import bench, evaluate
+    from . import bench, evaluate, video
 
+    video.add_command(sub)
     evaluate.add_command(sub)
     bench.add_command(sub)
     return parser

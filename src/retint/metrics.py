@@ -243,3 +243,81 @@ def colourfulness(rgb: Tensor) -> Tensor:
     rg, yb = (r - g).abs(), (0.5 * (r + g) - b).abs()
     std = torch.sqrt(rg.var(dim=1, correction=0) + yb.var(dim=1, correction=0))
     return std + 0.3 * torch.sqrt(rg.mean(dim=1) ** 2 + yb.mean(dim=1) ** 2)
+
+
+# ---------------------------------------------------------------- video: cuts and flicker
+
+#: Scene-cut test between consecutive frames (L in LAB units, 0-100). A cut changes both the
+#: pixels (mean |dL|) and the tonal distribution (L histogram); a pan or a moving object changes
+#: the pixels but hardly the histogram, and exposure flicker shifts the histogram but hardly the
+#: pixels, so requiring both rejects the two. A very large mean |dL| is a cut whatever the
+#: histogram says (two scenes with the same tones).
+CUT_MEAN_DL = 8.0
+CUT_HIST = 0.2
+CUT_MEAN_DL_ALONE = 30.0
+_HIST_BINS = 32
+
+
+def l_histogram_distance(l_prev: Tensor, l_next: Tensor) -> float:
+    """Half the L1 distance between the normalised 32-bin L histograms, in [0, 1]."""
+    h1 = torch.histc(l_prev.float(), _HIST_BINS, 0.0, 100.0)
+    h2 = torch.histc(l_next.float(), _HIST_BINS, 0.0, 100.0)
+    return float(0.5 * (h1 / h1.sum().clamp_min(1) - h2 / h2.sum().clamp_min(1)).abs().sum())
+
+
+def scene_cut(l_prev: Tensor, l_next: Tensor) -> bool:
+    """Whether two consecutive frames' lightness (LAB units, same shape) straddle a hard cut."""
+    mean_dl = float((l_next.float() - l_prev.float()).abs().mean())
+    return mean_dl > CUT_MEAN_DL_ALONE or (
+        mean_dl > CUT_MEAN_DL and l_histogram_distance(l_prev, l_next) > CUT_HIST)
+
+
+class FlickerMeter:
+    """Temporal flicker of colour: mean ``|delta ab|`` (Euclidean, LAB units) between consecutive
+    frames over the pixels whose lightness did not change, skipping pairs across a scene cut.
+
+    Where L is unchanged the scene is static there, so any change of colour is flicker, not
+    motion; L is compared after a 3x3 box blur so that film grain or codec noise does not hide
+    static pixels. Feed frames in order with :meth:`update`, LAB ``(3, H, W)`` or ``(T, 3, H, W)``
+    (e.g. :func:`retint.color.rgb_to_lab` of the output); :attr:`value` is the mean over all
+    static pixels of all pairs (NaN before two frames).
+    """
+
+    def __init__(self, l_tol: float = 2.0) -> None:
+        self.l_tol = l_tol
+        self.total = 0.0
+        self.count = 0
+        self.pairs = 0
+        self.cuts = 0
+        self._prev: Tensor | None = None
+
+    @torch.no_grad()
+    def update(self, lab: Tensor) -> None:
+        frames = lab[None] if lab.dim() == 3 else lab
+        for frame in _to_f64(frames):
+            if self._prev is not None:
+                self._pair(self._prev, frame)
+            self._prev = frame
+
+    def _pair(self, a: Tensor, b: Tensor) -> None:
+        if scene_cut(a[0], b[0]):
+            self.cuts += 1
+            return
+        dl = F.avg_pool2d((b[:1] - a[:1])[None], 3, stride=1, padding=1,
+                          count_include_pad=False)[0, 0].abs()
+        static = dl < self.l_tol
+        dab = torch.linalg.vector_norm(b[1:] - a[1:], dim=0)
+        self.total += float(dab[static].sum())
+        self.count += int(static.sum())
+        self.pairs += 1
+
+    @property
+    def value(self) -> float:
+        return self.total / self.count if self.count else math.nan
+
+
+def ab_flicker(lab: Tensor, l_tol: float = 2.0) -> float:
+    """:class:`FlickerMeter` over a whole ``(T, 3, H, W)`` LAB clip at once."""
+    meter = FlickerMeter(l_tol)
+    meter.update(lab)
+    return meter.value

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # only needs torch>=2.2.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean system-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,17 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests scripts
 
-test: lint
+# Browser tests drive Debian's Chromium (never a downloaded browser); video tests read our output
+# back with ffprobe. Installed when missing and possible (root with apt-get); else those tests
+# are skipped with a reason.
+system-tools:
+	@if command -v chromium >/dev/null && command -v ffprobe >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium ffmpeg >/dev/null) || echo "could not install chromium/ffmpeg"; \
+	else echo "chromium/ffmpeg missing and not installable here: those tests will skip"; fi
+
+test: lint system-tools
 	$(BIN)/pytest -q
 
 clean:

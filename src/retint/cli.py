@@ -1,4 +1,5 @@
-"""``retint`` command line: colorize, video, demo, train, distill, models, evaluate, bench."""
+"""``retint`` command line: colorize, video, serve, demo, train, distill, models, evaluate,
+bench."""
 
 from __future__ import annotations
 
@@ -314,9 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the bundled models")
     p.set_defaults(func=cmd_models)
 
-    from . import bench, evaluate, video
+    from . import bench, evaluate, serve, video
 
     video.add_command(sub)
+    serve.add_command(sub)
     evaluate.add_command(sub)
     bench.add_command(sub)
     return parser

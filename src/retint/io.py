@@ -84,6 +84,38 @@ def to_float(rgb: np.ndarray) -> np.ndarray:
     raise TypeError(f"expected uint8, uint16 or float pixels, got {rgb.dtype}")
 
 
+def image_header(path: str | Path) -> tuple[str, int, int]:
+    """(Pillow format name, width, height) from the header alone, without decoding pixels:
+    what a server needs to refuse a non-image or a decompression bomb cheaply."""
+    with _open(Path(path)) as im:
+        return im.format or "", im.width, im.height
+
+
+def encode_image(f: IO[bytes], rgb: np.ndarray, fmt: str, quality: int = 95,
+                 name: str = "image") -> None:
+    """Encode an HxWx3 uint8/uint16/float-in-[0,1] array into ``f`` as a Pillow format
+    ("JPEG", "PNG", "WEBP", "TIFF", "BMP"). uint16 stays 16-bit in PNG and TIFF and is reduced to
+    8 bits elsewhere; JPEG keeps full colour resolution (4:4:4)."""
+    a = np.asarray(rgb)
+    if a.ndim != 3 or a.shape[2] != 3 or a.size == 0:
+        raise ValueError(f"{name}: expected a non-empty HxWx3 array, got shape {a.shape}")
+    if a.dtype.kind == "f":
+        a = np.rint(np.clip(np.nan_to_num(a), 0, 1) * 255).astype(np.uint8)
+    elif a.dtype == np.uint16 and fmt not in ("PNG", "TIFF"):
+        a = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif a.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{name}: expected uint8, uint16 or float pixels, got {a.dtype}")
+    if a.dtype == np.uint16:
+        (_write_png16 if fmt == "PNG" else _write_tiff16)(f, a)
+        return
+    options: dict[str, Any] = {}
+    if fmt in ("JPEG", "WEBP"):
+        options["quality"] = quality
+    if fmt == "JPEG":
+        options["subsampling"] = 0  # 4:4:4 - colour is the whole point of this tool
+    Image.fromarray(np.ascontiguousarray(a)).save(f, format=fmt, **options)
+
+
 def write_image(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
     """Write an HxWx3 uint8/uint16/float-in-[0,1] array atomically; the format follows the suffix.
 
@@ -97,14 +129,8 @@ def write_image(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
             f"(expected one of {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
     a = np.asarray(rgb)
-    if a.ndim != 3 or a.shape[2] != 3 or a.size == 0:
+    if a.ndim != 3 or a.shape[2] != 3 or a.size == 0:  # checked before any file is created
         raise ValueError(f"{path}: expected a non-empty HxWx3 array, got shape {a.shape}")
-    if a.dtype.kind == "f":
-        a = np.rint(np.clip(np.nan_to_num(a), 0, 1) * 255).astype(np.uint8)
-    elif a.dtype == np.uint16 and fmt not in ("PNG", "TIFF"):
-        a = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    elif a.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"{path}: expected uint8, uint16 or float pixels, got {a.dtype}")
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.NamedTemporaryFile(
@@ -112,15 +138,7 @@ def write_image(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
     )
     try:
         with tmp:
-            if a.dtype == np.uint16:
-                (_write_png16 if fmt == "PNG" else _write_tiff16)(tmp, a)
-            else:
-                options: dict[str, Any] = {}
-                if fmt in ("JPEG", "WEBP"):
-                    options["quality"] = quality
-                if fmt == "JPEG":
-                    options["subsampling"] = 0  # 4:4:4 - colour is the whole point of this tool
-                Image.fromarray(np.ascontiguousarray(a)).save(tmp, format=fmt, **options)
+            encode_image(tmp, a, fmt, quality, name=str(path))
             tmp.flush()
             os.fsync(tmp.fileno())
         os.chmod(tmp.name, _final_mode(path))

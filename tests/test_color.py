@@ -31,14 +31,6 @@ CORNERS = np.array(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tensors are small, and on a busy machine threads only wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def to_chw(a: np.ndarray, dtype=torch.float32) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).to(dtype).permute(2, 0, 1)

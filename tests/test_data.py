@@ -26,15 +26,6 @@ from retint.data import (
 from retint.io import write_image
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a busy machine extra threads mostly wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def photos_scan(photos_dir):
     return scan_photos([photos_dir], val_fraction=0.3, seed=0)

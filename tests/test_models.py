@@ -28,14 +28,6 @@ from retint.models.blocks import SEBlock
 ARCHS = ("teacher", "student")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a busy machine extra threads mostly wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def real_l(h: int, w: int, n: int = 1) -> torch.Tensor:
     """Lightness L/100 of crops of a real photo, (n, 1, h, w)."""

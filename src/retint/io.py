@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import IO, Any
@@ -84,6 +84,24 @@ def to_float(rgb: np.ndarray) -> np.ndarray:
     raise TypeError(f"expected uint8, uint16 or float pixels, got {rgb.dtype}")
 
 
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_name)`` on a temp file beside ``path``, then rename it onto ``path``:
+    readers see the old file or the whole new one, never half; on failure nothing is left."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:  # on disk before the rename, so a crash cannot expose junk
+            os.fsync(f.fileno())
+        os.chmod(tmp, _final_mode(path))  # mkstemp's 0600 would otherwise stick
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def image_header(path: str | Path) -> tuple[str, int, int]:
     """(Pillow format name, width, height) from the header alone, without decoding pixels:
     what a server needs to refuse a non-image or a decompression bomb cheaply."""
@@ -132,21 +150,11 @@ def write_image(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
     if a.ndim != 3 or a.shape[2] != 3 or a.size == 0:  # checked before any file is created
         raise ValueError(f"{path}: expected a non-empty HxWx3 array, got shape {a.shape}")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile(
-        delete=False, dir=path.parent, prefix="." + path.name + ".", suffix=".tmp"
-    )
-    try:
-        with tmp:
-            encode_image(tmp, a, fmt, quality, name=str(path))
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp.name, _final_mode(path))
-        os.replace(tmp.name, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp.name)
-        raise
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            encode_image(f, a, fmt, quality, name=str(path))
+
+    atomic_write(path, write)
 
 
 def find_images(inputs: Iterable[str | Path], recursive: bool = True) -> list[Path]:

@@ -16,7 +16,6 @@ import math
 import os
 import platform
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from .color import rgb_to_model
 from .data import EpochSampler, RandomCrops, center_crops, scan_photos
+from .io import atomic_write
 from .metrics import MetricMeans, ab_metrics, baseline_metrics
 from .models import build_model, count_parameters, load_weights, save_weights
 
@@ -198,17 +198,6 @@ def parameter_checksum(model: nn.Module) -> float:
 # ---------------------------------------------------------------- files of a run
 
 
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class RunLog:
     """``log.csv`` (one row per log interval or validation), optional TensorBoard, curves PNG."""
 
@@ -270,7 +259,7 @@ def plot_curves(csv_path: Path, png: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    _atomic(png, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
     plt.close(fig)
 
 
@@ -407,7 +396,7 @@ def fit(cfg: TrainConfig) -> dict:
         state = {"net": net.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "step": step, "best": best,
                  "elapsed": elapsed_before + time.time() - t0, "rng": _rng_state()}
-        _atomic(last_ckpt, lambda tmp: torch.save(state, tmp))
+        atomic_write(last_ckpt, lambda tmp: torch.save(state, tmp))
 
     def evaluate_and_log(row: dict) -> dict:
         nonlocal best

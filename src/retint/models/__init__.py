@@ -7,8 +7,6 @@ Nothing here unpickles: weights are safetensors, the card is JSON, and the card'
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..io import atomic_write
 from .student import Student
 from .teacher import Teacher
 
@@ -42,18 +41,6 @@ def _paths(path: str | Path) -> tuple[Path, Path]:
     return base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(
     model: nn.Module, path: str | Path, card: dict[str, Any] | None = None,
     dtype: torch.dtype = torch.float32,
@@ -72,8 +59,8 @@ def save_weights(
         "dtype": str(dtype).removeprefix("torch."),
     }
     weights_path, card_path = _paths(path)
-    _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp))
-    _atomic_write(card_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write(weights_path, lambda tmp: save_file(tensors, tmp))
+    atomic_write(card_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
     return weights_path
 
 

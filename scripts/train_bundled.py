@@ -79,6 +79,13 @@ def main() -> None:
     ap.add_argument("--student-minutes", type=float, default=7.0)
     ap.add_argument("--teacher-steps", type=int, help="fixed step count (skip calibration)")
     ap.add_argument("--student-steps", type=int)
+    ap.add_argument("--student-lr", type=float, help="the student's learning rate (default --lr)")
+    ap.add_argument("--student-crop", type=int, help="the student's crop size (default --crop)")
+    ap.add_argument("--student-batch-size", type=int, help="default --batch-size")
+    ap.add_argument("--student-max-scale", type=float, help="default --max-scale")
+    ap.add_argument("--stages", nargs="+", choices=["teacher", "student"],
+                    default=["teacher", "student"], help="train only these (the student needs "
+                    "the teacher run in --runs)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--crop", type=int, default=224)
     ap.add_argument("--max-scale", type=float, default=1.5)
@@ -101,14 +108,20 @@ def main() -> None:
 
 
 def train_both(args: argparse.Namespace, common: dict, runs: Path) -> None:
-    teacher_cfg = TrainConfig(out=str(runs / "teacher"), arch="teacher", **common)
-    teacher_cfg.steps = args.teacher_steps or calibrated_steps(
-        teacher_cfg, args.teacher_minutes, args.probe_steps)
-    teacher_cfg.time_budget = args.teacher_minutes * 60
-    fit(teacher_cfg)
-
+    if "teacher" in args.stages:
+        teacher_cfg = TrainConfig(out=str(runs / "teacher"), arch="teacher", **common)
+        teacher_cfg.steps = args.teacher_steps or calibrated_steps(
+            teacher_cfg, args.teacher_minutes, args.probe_steps)
+        teacher_cfg.time_budget = args.teacher_minutes * 60
+        fit(teacher_cfg)
+    if "student" not in args.stages:
+        return
     student_cfg = TrainConfig(out=str(runs / "student"), arch="student",
-                              teacher=str(runs / "teacher" / "best"), **common)
+                              teacher=str(runs / "teacher" / "best"),
+                              **{**common, "lr": args.student_lr or args.lr,
+                                 "crop": args.student_crop or args.crop,
+                                 "batch_size": args.student_batch_size or args.batch_size,
+                                 "max_scale": args.student_max_scale or args.max_scale})
     student_cfg.steps = args.student_steps or calibrated_steps(
         student_cfg, args.student_minutes, args.probe_steps)
     student_cfg.time_budget = args.student_minutes * 60
@@ -132,7 +145,7 @@ def install(args: argparse.Namespace, runs: Path) -> None:
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in vars(args).items()
             if v not in (None, False) and k not in ("install_to", "runs", "install_only",
-                                                    "hardware"))
+                                                    "hardware", "stages"))
         save_weights(model, install / name, card, dtype=torch.float16)
         scores[name] = card["validation"]["val_psnr_ab"]
         print(f"{name}: {card['validation']}")

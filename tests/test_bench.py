@@ -115,3 +115,21 @@ def test_skip_reference(model_files) -> None:
     rc, out = bench("--quick", "--device", "cpu", "--skip-reference", "--model",
                     str(model_files["student"]))
     assert rc == 0 and "tiny-student" in out and "Reference pipeline" not in out
+
+
+def test_bench_reports_video_flicker_off_and_on(model_files, tmp_path) -> None:
+    """The flicker measure of ``retint video`` is also a bench figure, stabilisation off vs on."""
+    from test_video import make_clip, scene_frames
+
+    frames, _ = scene_frames()
+    clip = make_clip(tmp_path / "clip.mp4", frames)
+    rc, out = bench("--quick", "--skip-reference", "--model", str(model_files["teacher"]),
+                    "--video", str(clip), "--json", str(tmp_path / "b.json"))
+    assert rc == 0
+    match = re.search(r"(\d+) frames .* flicker .*: off ([\d.]+), on ([\d.]+)", out)
+    assert match, out
+    assert int(match.group(1)) == len(frames)
+    off, on = float(match.group(2)), float(match.group(3))
+    assert 0 < on < off  # the random teacher flickers; stabilisation removes part of it
+    saved = json.loads((tmp_path / "b.json").read_text())["video"][0]
+    assert saved["flicker_on"] == pytest.approx(on, rel=1e-3)

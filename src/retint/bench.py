@@ -483,6 +483,26 @@ def format_compare(old: dict[str, Any], new: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- command
 
 
+def video_flicker(clip: str, models: Sequence[str], device: str) -> list[dict]:
+    """Colorize a clip with each model (the same path as ``retint video``) and report fps and
+    colour flicker with temporal stabilisation off and on."""
+    import tempfile
+
+    from .inference import Colorizer
+    from .video import colorize_video
+
+    rows = []
+    for name in models:
+        with tempfile.TemporaryDirectory() as tmp:
+            report = colorize_video(clip, Path(tmp) / "out.mp4", Colorizer(name, device=device),
+                                    measure_flicker=True)
+        rows.append({"clip": str(clip), "model": name, "frames": report.frames,
+                     "width": report.width, "height": report.height, "fps": report.fps,
+                     "flicker_off": report.flicker["off"], "flicker_on": report.flicker["on"],
+                     "peak_mb": report.peak_rss_mb})
+    return rows
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.compare and len(args.compare) > 2:
         raise ValueError("--compare takes OLD.json, or OLD.json NEW.json")
@@ -498,7 +518,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
                    reference=not args.skip_reference)
     results = run_bench(**{**options, **quick},
                         progress=lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
+    if args.video:
+        results["video"] = video_flicker(args.video, options["models"], args.device)
     print(format_report(results))
+    for v in results.get("video", []):
+        print(f"\nvideo {v['clip']}, {v['model']}: {v['frames']} frames "
+              f"{v['width']}x{v['height']} at {v['fps']:.2f} fps; flicker (mean |delta ab| on "
+              f"still pixels): off {v['flicker_off']:.4f}, on {v['flicker_on']:.4f} "
+              f"({1 - v['flicker_on'] / v['flicker_off']:.0%} less); peak {v['peak_mb']:.0f} MB")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
@@ -525,6 +552,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    help="the Colorizer's working size for the full-resolution test")
     p.add_argument("--skip-reference", action="store_true",
                    help="skip the original project's pipeline")
+    p.add_argument("--video", metavar="CLIP",
+                   help="also colorize this clip: fps and flicker with stabilisation off/on")
     p.add_argument("--json", metavar="PATH", help="save settings, machine and every figure")
     p.add_argument("--compare", nargs="+", metavar="JSON",
                    help="OLD.json: compare this run with it; OLD.json NEW.json: compare two "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -292,3 +293,34 @@ def test_models_lists_the_bundled_models(capsys):
     out = capsys.readouterr().out
     assert "(default)" in out
     assert "teacher" in out or "student" in out
+
+
+# ---------------------------------------------------------------- found in review
+
+
+def test_symlink_to_a_photo_elsewhere_is_colorized_in_place(model_files, tmp_path, capsys):
+    outside = tmp_path / "elsewhere" / "x.jpg"
+    write_image(outside, photo("chelsea")[:60, :80])
+    folder = tmp_path / "in"
+    write_image(folder / "a.jpg", photo("coffee")[:50, :70])
+    (folder / "link.jpg").symlink_to(outside)
+    code = main(["colorize", str(folder), "-o", str(tmp_path / "out"), "--model",
+                 str(model_files["student"]), "--size", "64", "-q"])
+    assert code == 0, capsys.readouterr()
+    assert sorted(_outputs(tmp_path / "out")) == ["a.jpg", "link.jpg"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "bogus"], "unknown device"),
+    (["--quality", "500"], "1-100"),
+])
+def test_bad_device_and_quality_are_one_line_errors(model_files, tmp_path, capsys, argv,
+                                                    message):
+    src = tmp_path / "a.jpg"
+    write_image(src, photo("coffee")[:40, :40])
+    with contextlib.suppress(SystemExit):  # argparse exits 2 on a bad --quality
+        code = main(["colorize", str(src), "-o", str(tmp_path / "out"), "--model",
+                     str(model_files["student"]), "-q", *argv])
+        assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -165,3 +165,18 @@ def test_cli_train_reports_a_folder_without_photos(tmp_path):
                            "-o", str(tmp_path / "run"), "-q"], capture_output=True, text=True)
     assert proc.returncode != 0
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_crop_that_is_not_a_multiple_of_16_is_refused_up_front(photos_dir, tmp_path):
+    with pytest.raises(ValueError, match="multiple of 16"):
+        fit(tiny(photos_dir, tmp_path / "run", crop=100))
+    assert not (tmp_path / "run").exists()  # refused before scanning or writing anything
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error():
+    from retint.train import pick_device
+
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        pick_device("cuda")
+    assert pick_device("cpu").type == "cpu" and pick_device("auto").type in ("cpu", "mps")

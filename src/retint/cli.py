@@ -56,15 +56,19 @@ def plan_outputs(inputs: Sequence[str], out_dir: Path,
     sources: list[tuple[Path, Path]] = []
     seen: set[Path] = set()
     for item in inputs:
-        base = _base_of(item).resolve()
-        nested_out = base in out_resolved.parents  # e.g. -o photos/colorized
+        base = _base_of(item)
+        nested_out = base.resolve() in out_resolved.parents  # e.g. -o photos/colorized
         for src in find_images([item]):
             real = src.resolve()
             if real in seen or (nested_out and out_resolved in real.parents):
                 continue  # named twice, or an earlier run's output inside the input folder
             seen.add(real)
             suffix = SUFFIX_FOR_FORMAT[fmt] if fmt else src.suffix.lower()
-            sources.append((src, out_dir / real.relative_to(base).with_suffix(suffix)))
+            try:  # the path as listed, so a symlink pointing elsewhere keeps its place
+                rel = src.relative_to(base)
+            except ValueError:
+                rel = Path(src.name)
+            sources.append((src, out_dir / rel.with_suffix(suffix)))
 
     pairs, refused = [], []
     claimed: dict[Path, Path] = {}
@@ -142,6 +146,13 @@ def _colorizer(args: argparse.Namespace):
 
     return Colorizer(args.model, device=args.device, working_size=args.size,
                      batch_size=args.batch_size)
+
+
+def _quality(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be 1-100, got {value}")
+    return value
 
 
 def _fail(message: str) -> int:
@@ -291,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--format", choices=sorted(SUFFIX_FOR_FORMAT),
                    help="output format (default: the input's)")
-    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
+    p.add_argument("--quality", type=_quality, default=95, help="JPEG/WebP quality, 1-100")
     p.add_argument("--skip-existing", action="store_true", help="leave existing outputs alone")
     _add_model_options(p)
     p.set_defaults(func=cmd_colorize)

@@ -44,7 +44,7 @@ class Colorizer:
     """Colorize photos with a bundled or trained model.
 
     >>> colorizer = Colorizer()                      # bundled default model, best device
-    >>> rgb = colorizer.colorize(gray_or_colour_rgb)  # HxWx3 uint8/uint16/float -> same dtype
+    >>> rgb = colorizer.colorize(gray_or_colour_rgb)  # uint8/uint16 in -> same; float -> float32
     >>> colorizer.colorize_file("old.jpg", "new.jpg")
     """
 
@@ -84,7 +84,8 @@ class Colorizer:
         return results
 
     def colorize_many(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Colorize HxWx3 (or HxW) arrays; each result has its input's size and dtype."""
+        """Colorize HxWx3 (or HxW) arrays; each result has its input's size, and its dtype
+        (uint8, uint16; any float gives float32 in [0, 1])."""
         l_full = [self.lightness(img) for img in images]
         abs_ = self.predict_ab(l_full)
         return [self.compose(l, ab, img.dtype) for l, ab, img in zip(l_full, abs_, images,

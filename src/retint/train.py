@@ -95,8 +95,19 @@ def describe_device(device: torch.device) -> str:
 
 
 def pick_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; a named device must exist here."""
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError as err:
+            raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") \
+                from err
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} is not available: this torch sees no CUDA GPU")
+        if device.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                         and torch.backends.mps.is_available()):
+            raise ValueError(f"device {name!r} is not available on this machine")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -306,6 +317,10 @@ def validate(net: Net, val_rgb: Tensor, objective: Objective, device, amp: bool,
 
 def fit(cfg: TrainConfig) -> dict:
     """Train (or distil) per ``cfg``; returns the final validation figures."""
+    for name, size in (("crop", cfg.crop), ("val size", cfg.val_size)):
+        if size < 16 or size % 16:
+            raise ValueError(f"{name} must be a multiple of 16 (the models halve it 4 times), "
+                             f"got {size}")
     ddp, device = init_distributed(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -463,10 +478,10 @@ def fit(cfg: TrainConfig) -> dict:
     bar.close()
 
     if ddp.active:  # show that all ranks hold the same weights
-        mine = torch.tensor([parameter_checksum(net)], dtype=torch.float64)
+        mine = torch.tensor([parameter_checksum(net)], dtype=torch.float64, device=device)
         gathered = [torch.zeros_like(mine) for _ in range(ddp.world)]
         dist.all_gather(gathered, mine)
-        sums = [float(g) for g in gathered]
+        sums = [float(g.cpu()) for g in gathered]
         say(f"ranks in sync: {len(set(sums)) == 1} (parameter checksums {sums})")
         if len(set(sums)) != 1:
             raise RuntimeError(f"distributed ranks diverged: {sums}")

@@ -35,14 +35,15 @@ K2 = 0.03
 PSNR_CAP_DB = 100.0
 
 
-def _check_pair(pred: Tensor, target: Tensor) -> None:
-    """Reject inputs that are not matching ``(B, 2, H, W)`` batches, before any maths."""
+def _check_pair(pred: Tensor, target: Tensor, channels: int = 2, what: str = "ab") -> None:
+    """Reject inputs that are not matching ``(B, channels, H, W)`` batches, before any maths."""
     if pred.shape != target.shape:
         raise ValueError(
             f"pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}"
         )
-    if pred.dim() != 4 or pred.shape[1] != 2:
-        raise ValueError(f"expected (B, 2, H, W) ab tensors, got shape {tuple(pred.shape)}")
+    if pred.dim() != 4 or pred.shape[1] != channels:
+        raise ValueError(f"expected (B, {channels}, H, W) {what} tensors, "
+                         f"got shape {tuple(pred.shape)}")
 
 
 def _to_f64(x: Tensor) -> Tensor:
@@ -154,12 +155,7 @@ class MetricMeans:
 
 
 def _check_rgb(pred: Tensor, target: Tensor) -> None:
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"pred and target shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}"
-        )
-    if pred.dim() != 4 or pred.shape[1] != 3:
-        raise ValueError(f"expected (B, 3, H, W) RGB tensors, got shape {tuple(pred.shape)}")
+    _check_pair(pred, target, channels=3, what="RGB")
 
 
 @torch.no_grad()

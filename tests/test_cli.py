@@ -324,3 +324,13 @@ def test_bad_device_and_quality_are_one_line_errors(model_files, tmp_path, capsy
         assert code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_saturation_option_reaches_the_output(colorize, small_dir, tmp_path):
+    src = small_dir / "sub" / "chelsea.jpg"
+    assert colorize(src, "-o", tmp_path / "plain")[0] == 0
+    assert colorize(src, "-o", tmp_path / "gray", "--saturation", "0")[0] == 0
+    plain = read_rgb(tmp_path / "plain" / "chelsea.jpg").astype(int)
+    gray = read_rgb(tmp_path / "gray" / "chelsea.jpg").astype(int)
+    spread = lambda rgb: np.abs(rgb - rgb.mean(2, keepdims=True)).mean()  # noqa: E731
+    assert spread(gray) < 1.5 < spread(plain)

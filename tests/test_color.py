@@ -239,3 +239,37 @@ def test_8bit_encoding_table_matches_exact_rounding():
     assert fast.dtype == torch.uint8 and fast.shape == exact.shape
     # float32 vs float64 at rounding boundaries: measured 99.8 % identical, the rest one level
     assert int(diff.max()) <= 1 and float((diff == 0).float().mean()) > 0.995
+
+
+# ---------------------------------------------------------------- gamut-safe saturation
+
+
+def test_gamut_limit_keeps_in_gamut_colours_and_pulls_the_rest_in():
+    from retint.color import AB_SCALE, L_SCALE, gamut_limit, in_srgb_gamut
+
+    torch.manual_seed(0)
+    l = torch.rand(1, 1, 32, 32) * 0.9 + 0.05
+    ab = (torch.rand(1, 2, 32, 32) * 2 - 1) * 0.9
+    lab = lambda a: torch.cat((l * L_SCALE, a * AB_SCALE), 1)  # noqa: E731
+    was_inside = in_srgb_gamut(lab(ab))
+    assert 0.05 < float(was_inside.float().mean()) < 0.95  # a mix of both kinds
+
+    out = gamut_limit(l, ab)
+    assert bool(in_srgb_gamut(lab(out)).all())
+    # colours already in gamut are untouched
+    assert torch.equal(out[:, :, was_inside[0]], ab[:, :, was_inside[0]])
+    # the others keep their hue (same direction) and lose only chroma
+    moved = ~was_inside[0]
+    factor = out.norm(dim=1)[0][moved] / ab.norm(dim=1)[0][moved]
+    cos = torch.nn.functional.cosine_similarity(out, ab, dim=1)[0][moved]
+    assert bool((factor < 1).all()) and bool((cos > 0.9999).all())
+    # ... and only as much as needed: 1 % more chroma would leave the gamut again
+    assert float(in_srgb_gamut(lab(out * 1.01))[0][moved].float().mean()) < 0.05
+
+
+def test_gamut_limit_on_a_real_photo_is_a_no_op():
+    from retint.color import gamut_limit, rgb_to_model
+
+    rgb = torch.from_numpy(skimage.data.astronaut()[::4, ::4]).permute(2, 0, 1)[None].float() / 255
+    l, ab = rgb_to_model(rgb)
+    assert torch.allclose(gamut_limit(l, ab), ab, atol=1e-6)

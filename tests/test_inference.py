@@ -340,3 +340,31 @@ def test_colorizer_is_the_package_api(model_files):
     assert retint.Colorizer is Colorizer
     out = retint.Colorizer(str(model_files["student"])).colorize(photo("coffee"))
     assert out.shape == photo("coffee").shape and out.dtype == np.uint8
+
+
+# ---------------------------------------------------------------- saturation knob
+
+
+def test_saturation_scales_colour_and_stays_in_gamut(model_files, monkeypatch):
+    from retint.metrics import colourfulness
+
+    image = photo("coffee")
+    gentle = Colorizer(model=str(model_files["teacher"]), device="cpu")
+    monkeypatch.setattr(gentle.model, "forward", lambda l: 0.15 * torch.tanh(
+        torch.cat((l - 0.5, 0.5 - l), 1) * 4))  # a timid model: small, smooth chroma
+    cf = {}
+    for s in (0.0, 1.0, 1.5, 3.0):
+        gentle.saturation = s
+        out = gentle.colorize(image)
+        cf[s] = float(colourfulness(torch.from_numpy(out).permute(2, 0, 1)[None].double()))
+        # lightness survives the boost: gamut limiting moves chroma only, not L
+        assert np.abs(_l_channel(out) - _l_channel(image)).mean() < 1.0, s
+    assert cf[0.0] < 1.0  # no colour at all
+    assert cf[1.0] < cf[1.5] < cf[3.0]
+
+
+def test_saturation_is_range_checked_and_named(model_files):
+    with pytest.raises(ValueError, match="saturation"):
+        Colorizer(model=str(model_files["student"]), device="cpu", saturation=-1)
+    c = Colorizer(model=str(model_files["student"]), device="cpu", saturation=1.3)
+    assert c.name.endswith("(saturation 1.3)")

@@ -145,7 +145,7 @@ def _colorizer(args: argparse.Namespace):
     from .inference import Colorizer
 
     return Colorizer(args.model, device=args.device, working_size=args.size,
-                     batch_size=args.batch_size)
+                     batch_size=args.batch_size, saturation=args.saturation)
 
 
 def _quality(text: str) -> int:
@@ -198,6 +198,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- train / distill
+
+
+def _unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
 
 
 def _train_config(args: argparse.Namespace, **overrides):
@@ -254,6 +261,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=256,
                    help="working size: the model sees the photo shrunk to this long side")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--saturation", type=float, default=1.0,
+                   help="scale the predicted colour (1 = as predicted; kept inside sRGB)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -267,7 +276,20 @@ def _add_training_options(p: argparse.ArgumentParser, arch: str) -> None:
     p.add_argument("--crop", type=int, help="training crop size, multiple of 16 (default 128)")
     p.add_argument("--max-scale", type=float,
                    help="crops are taken after resizing the short side to crop*U(1, this)")
+    p.add_argument("--backbone", choices=["none", "efficientnet-lite0"],
+                   help="frozen pretrained encoder fused into the model's latent (default none)")
+    p.add_argument("--fusion", choices=["concat", "film"],
+                   help="how its features join the bottleneck (default concat)")
     p.add_argument("--loss", choices=["mse", "l1", "huber"], help="reconstruction loss")
+    p.add_argument("--rebalance", type=_unit_interval, metavar="S",
+                   help="rarity weighting of the loss by the training ab histogram, 0 (off) "
+                   "to 1 (pure inverse frequency); 0.5 as Zhang et al.")
+    p.add_argument("--gan-weight", type=float,
+                   help="weight of a conditional PatchGAN term (default 0: no discriminator)")
+    p.add_argument("--gan-start", type=int,
+                   help="step at which the discriminator joins (pixel-loss pre-training first)")
+    p.add_argument("--gan-lr", type=float, help="discriminator Adam learning rate (2e-4)")
+    p.add_argument("--init", help="start from these weights (fine-tuning) instead of scratch")
     p.add_argument("--lr", type=float, help="AdamW learning rate (default 5e-4)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup", type=int, help="linear warm-up steps (default 200)")
@@ -321,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", required=True, help="teacher weights (path, or 'teacher')")
     p.add_argument("--alpha", type=float, help="weight of the reconstruction loss (0.5)")
     p.add_argument("--beta", type=float, help="weight of the latent distillation loss (0.5)")
+    p.add_argument("--kd-output", type=float,
+                   help="weight of matching the teacher's ab output (default 0: latent only)")
+    p.add_argument("--kd-sharpen", type=float,
+                   help="scale the teacher's ab by this before matching it (>1: more vivid)")
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("models", help="list the bundled models")
@@ -338,10 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .io import ImageReadError
+    from .models.backbone import BackboneError
 
     try:
         return args.func(args)
-    except (ImageReadError, FileNotFoundError, ValueError) as err:
+    except (ImageReadError, FileNotFoundError, ValueError, BackboneError) as err:
         return _fail(str(err))
     except KeyboardInterrupt:
         print("interrupted: finished outputs are complete; nothing half-written was kept",

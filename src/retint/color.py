@@ -77,6 +77,34 @@ def lab_to_rgb(lab: Tensor) -> Tensor:
     return rgb.clamp(0.0, 1.0)
 
 
+def in_srgb_gamut(lab: Tensor, tolerance: float = 1e-4) -> Tensor:
+    """(…,3,H,W) LAB -> (…,H,W) bool: the colour exists in sRGB (no channel clipped)."""
+    linear = lab_to_linear_rgb(lab)
+    return ((linear >= -tolerance) & (linear <= 1.0 + tolerance)).all(dim=-3)
+
+
+def gamut_limit(l_norm: Tensor, ab_norm: Tensor, iterations: int = 12) -> Tensor:
+    """Pull each out-of-gamut ab straight towards gray, just far enough to fit sRGB at its L.
+
+    Hue and L are kept (clipping RGB instead shifts both). Per-pixel bisection of the chroma
+    factor in [0, 1]; gray is always in gamut. Inputs in model scale (L/100, ab/128).
+    """
+    l_lab = l_norm.clamp(0.0, 1.0) * L_SCALE
+
+    def fits(factor: Tensor) -> Tensor:
+        return in_srgb_gamut(torch.cat((l_lab, ab_norm * factor * AB_SCALE), dim=-3))
+
+    ok = fits(torch.ones_like(l_norm))
+    if bool(ok.all()):
+        return ab_norm
+    lo, hi = torch.zeros_like(l_norm), torch.ones_like(l_norm)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        inside = fits(mid).unsqueeze(-3)
+        lo, hi = torch.where(inside, mid, lo), torch.where(inside, hi, mid)
+    return torch.where(ok.unsqueeze(-3), ab_norm, ab_norm * lo)
+
+
 def rgb_to_model(rgb: Tensor) -> tuple[Tensor, Tensor]:
     """sRGB in [0, 1] -> (L / 100, ab / 128): the model's input and target."""
     lab = rgb_to_lab(rgb)

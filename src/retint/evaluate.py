@@ -349,11 +349,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     colorizers = [Colorizer(m, device=args.device, working_size=args.size,
-                            batch_size=args.batch_size) for m in args.model or ["default"]]
+                            batch_size=args.batch_size, saturation=args.saturation)
+                  for m in args.model or ["default"]]
     resolutions = RESOLUTIONS if args.resolution == "both" else (args.resolution,)
     result = evaluate([(p.key, p.path) for p in photos], colorizers, resolutions=resolutions,
                       sheet=args.sheet, sheet_count=args.sheet_count, progress=not args.quiet)
     result["settings"].update(data=[str(d) for d in args.data], split=split, limit=args.limit,
+                              saturation=args.saturation,
                               models_given=args.model or ["default"])
     if split:
         print(f"split {split['file']}: {split['kept']} of {split['files_found']} files are among "
@@ -377,6 +379,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=256, help="working size (long side) of the models")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--saturation", type=float, default=1.0,
+                   help="scale the predicted colour (1 = as predicted; kept inside sRGB)")
     p.add_argument("--resolution", choices=["full", "working", "both"], default="both",
                    help="full: output at the photo's size; working: truth shrunk to --size")
     p.add_argument("--limit", type=int, help="only the first N photos (sorted by key)")

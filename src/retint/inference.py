@@ -6,6 +6,10 @@ photo -> L at full resolution -> L shrunk to the working size (aspect kept, padd
 exact size; the colour of a sepia or tinted scan is ignored (only its L is used). Where a
 predicted colour falls outside sRGB for its lightness, the RGB is clipped (as skimage does), which
 shifts L slightly on those pixels.
+
+``saturation`` scales the predicted chroma (ab) at the working size; the scaled colours are then
+pulled back into the sRGB gamut for their L (:func:`~retint.color.gamut_limit`), so a boost never
+clips to a flat colour or shifts lightness. It is a user's taste knob, not a fix for a timid model.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import Tensor
 from .color import (
     AB_SCALE,
     L_SCALE,
+    gamut_limit,
     lab_to_linear_rgb,
     lab_to_rgb,
     lightness_from_srgb8,
@@ -49,9 +54,12 @@ class Colorizer:
     """
 
     def __init__(self, model: str | Path = "default", device: str = "auto",
-                 working_size: int = 256, batch_size: int = 4) -> None:
+                 working_size: int = 256, batch_size: int = 4, saturation: float = 1.0) -> None:
         if working_size < MULTIPLE or working_size % MULTIPLE:
             raise ValueError(f"working size must be a multiple of {MULTIPLE}, got {working_size}")
+        if not 0.0 <= saturation <= 4.0:
+            raise ValueError(f"saturation must be between 0 and 4, got {saturation}")
+        self.saturation = saturation
         self.device = pick_device(device)
         self.model_path = resolve_model_path(str(model))
         self.model, self.card = load_weights(self.model_path, self.device)
@@ -60,7 +68,8 @@ class Colorizer:
 
     @property
     def name(self) -> str:
-        return self.card.get("name", self.model_path.stem)
+        base = self.card.get("name", self.model_path.stem)
+        return base if self.saturation == 1.0 else f"{base} (saturation {self.saturation:g})"
 
     @torch.no_grad()
     def predict_ab(self, l_full: Sequence[Tensor]) -> list[Tensor]:
@@ -77,6 +86,8 @@ class Colorizer:
                 # pad (not stretch) to the square working size; replicate keeps edges neutral
                 batch[n] = F.pad(small, (0, size - w, 0, size - h), mode="replicate")[0]
             ab = self.model(batch).float()
+            if self.saturation != 1.0:
+                ab = gamut_limit(batch, (ab * self.saturation).clamp(-1.0, 1.0))
             for n, (l, (h, w)) in enumerate(zip(chunk, shapes, strict=True)):
                 full = F.interpolate(ab[n : n + 1, :, :h, :w], size=tuple(l.shape[-2:]),
                                      mode="bilinear", align_corners=False)

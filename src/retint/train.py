@@ -24,25 +24,24 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .color import rgb_to_model
+from .color import model_to_rgb, rgb_to_model
 from .data import EpochSampler, RandomCrops, center_crops, scan_photos
 from .io import atomic_write
-from .metrics import MetricMeans, ab_metrics, baseline_metrics
+from .losses import ELEMENTWISE, Adversary, ab_histogram, pixel_loss, rarity_weights
+from .metrics import MetricMeans, ab_metrics, baseline_metrics, colourfulness
 from .models import build_model, count_parameters, load_weights, save_weights
 
-LOSSES = {
-    "mse": F.mse_loss,
-    "l1": F.l1_loss,
-    "huber": lambda pred, target: F.huber_loss(pred, target, delta=0.1),
-}
 LOG_FIELDS = [
     "step", "epoch", "seconds", "lr", "train_loss", "train_recon", "train_distill",
-    "val_loss", "val_psnr_ab", "val_ssim_ab", "base_psnr_ab", "base_ssim_ab",
+    "train_output", "train_adv", "train_disc", "val_loss", "val_psnr_ab", "val_ssim_ab",
+    "val_cf_ratio", "base_psnr_ab", "base_ssim_ab",
 ]
+HISTOGRAM_CROPS = 512  # training crops sampled for the ab histogram of rarity weighting
 
 
 @dataclass
@@ -51,10 +50,19 @@ class TrainConfig:
     out: str
     arch: str = "teacher"
     width: float = 1.0
+    backbone: str | None = None  # frozen pretrained encoder fused into the teacher
+    fusion: str = "concat"  # how: "concat" or "film"
+    init: str | None = None  # start from these weights (fine-tuning), not from scratch
     teacher: str | None = None  # a teacher's weights: distil into ``arch`` instead of training
     alpha: float = 0.5  # weight of the reconstruction loss (distillation)
     beta: float = 0.5  # weight of the latent-matching loss (distillation)
+    kd_output: float = 0.0  # weight of matching the teacher's ab output (distillation)
+    kd_sharpen: float = 1.0  # the teacher's ab is scaled by this (>1: more vivid targets)
     loss: str = "mse"
+    rebalance: float = 0.0  # rarity weighting strength in [0, 1]; 0 = off
+    gan_weight: float = 0.0  # weight of the PatchGAN term; 0 = no discriminator
+    gan_start: int = 0  # step at which the discriminator joins (pixel-loss pre-training first)
+    gan_lr: float = 2e-4
     steps: int = 10_000
     batch_size: int = 16  # global: split across processes
     crop: int = 128
@@ -132,31 +140,45 @@ class Net(nn.Module):
 
 
 class Objective:
-    """The loss of one step: reconstruction, or ``alpha * recon + beta * latent_mse`` when a
-    frozen teacher is given. Not an ``nn.Module`` on purpose: ``.train()`` never reaches the
-    teacher, which stays in eval mode."""
+    """The pixel loss of one step: reconstruction (optionally rarity-weighted), or, when a
+    frozen teacher is given, ``alpha * recon + beta * latent_mse + kd_output * output_loss``
+    (output_loss: to the teacher's ab, scaled by ``kd_sharpen``). Not an ``nn.Module`` on
+    purpose: ``.train()`` never reaches the teacher, which stays in eval mode."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device) -> None:
-        if cfg.loss not in LOSSES:
-            raise ValueError(f"unknown loss {cfg.loss!r} (choose from {', '.join(LOSSES)})")
-        self.recon = LOSSES[cfg.loss]
+        if cfg.loss not in ELEMENTWISE:
+            raise ValueError(f"unknown loss {cfg.loss!r} (choose from {', '.join(ELEMENTWISE)})")
+        self.loss_name = cfg.loss
+        self.weights: Tensor | None = None  # rarity weights per ab bin, set by fit()
         self.alpha, self.beta = cfg.alpha, cfg.beta
+        self.kd_output, self.kd_sharpen = cfg.kd_output, cfg.kd_sharpen
         self.teacher: nn.Module | None = None
         if cfg.teacher:
             self.teacher, _ = load_weights(cfg.teacher, device)
             self.teacher.requires_grad_(False).eval()
 
-    def __call__(self, net: nn.Module, l: Tensor, ab: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def recon(self, pred: Tensor, ab: Tensor, weighted: bool = True) -> Tensor:
+        return pixel_loss(self.loss_name, pred, ab, self.weights if weighted else None)
+
+    def __call__(self, net: nn.Module, l: Tensor, ab: Tensor
+                 ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """-> (loss, its parts for the log, the predicted ab)."""
         if self.teacher is None:
             pred, _ = net(l)
-            recon = self.recon(pred.float(), ab)
-            return recon, {"recon": recon}
-        with torch.no_grad():
-            target_latent = self.teacher.latent(l)
+            recon = self.recon(pred, ab)
+            return recon, {"recon": recon}, pred
+        with torch.no_grad():  # one teacher pass gives its latent and its colours
+            target_ab, target_latent = self.teacher(l, return_latent=True)
         pred, latent = net(l, with_latent=True)  # one student pass gives both
-        recon = self.recon(pred.float(), ab)
+        recon = self.recon(pred, ab)
         distill = F.mse_loss(latent.float(), target_latent.float())
-        return self.alpha * recon + self.beta * distill, {"recon": recon, "distill": distill}
+        loss = self.alpha * recon + self.beta * distill
+        parts = {"recon": recon, "distill": distill}
+        if self.kd_output > 0:
+            target = (target_ab.float() * self.kd_sharpen).clamp(-1.0, 1.0)
+            parts["output"] = self.recon(pred, target)
+            loss = loss + self.kd_output * parts["output"]
+        return loss, parts, pred
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -301,18 +323,33 @@ def validate(net: Net, val_rgb: Tensor, objective: Objective, device, amp: bool,
     """Mean loss and PSNR/SSIM on ab over the validation crops (model in eval mode)."""
     was_training = net.training
     net.eval()
-    means, losses = MetricMeans(), []
+    means, losses, cf_pred, cf_true = MetricMeans(), [], 0.0, 0.0
     for i in range(0, len(val_rgb), batch):
         rgb = val_rgb[i : i + batch].to(device, non_blocking=True).float() / 255.0
         l, ab = rgb_to_model(rgb)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             pred, _ = net(l)
         pred = pred.float()
-        losses.append(float(objective.recon(pred, ab)) * len(rgb))
+        losses.append(float(objective.recon(pred, ab, weighted=False)) * len(rgb))
         means.update(ab_metrics(pred, ab))
+        cf_pred += float(colourfulness(model_to_rgb(l, pred) * 255).sum())
+        cf_true += float(colourfulness(rgb * 255).sum())
     net.train(was_training)
     out = means.means()
-    return {"val_loss": sum(losses) / len(val_rgb), **{f"val_{k}": v for k, v in out.items()}}
+    return {"val_loss": sum(losses) / len(val_rgb), **{f"val_{k}": v for k, v in out.items()},
+            "val_cf_ratio": cf_pred / max(cf_true, 1e-9)}
+
+
+def training_histogram(dataset: RandomCrops, count: int = HISTOGRAM_CROPS) -> Tensor:
+    """ab histogram of ``count`` random training crops: every photo, over as many epochs of
+    crops as it takes (deterministic: crops are keyed by epoch and index)."""
+    from .losses import AB_BINS
+
+    hist = torch.zeros(AB_BINS, AB_BINS, dtype=torch.float64)
+    for k in range(count):
+        rgb = dataset[(k // len(dataset), k % len(dataset))][None].float() / 255.0
+        hist += ab_histogram(rgb_to_model(rgb)[1])
+    return hist
 
 
 def fit(cfg: TrainConfig) -> dict:
@@ -322,6 +359,9 @@ def fit(cfg: TrainConfig) -> dict:
             raise ValueError(f"{name} must be a multiple of 16 (the models halve it 4 times), "
                              f"got {size}")
     ddp, device = init_distributed(cfg.device)
+    if ddp.active and cfg.gan_weight > 0:
+        raise SystemExit("error: --gan-weight is not supported under torchrun yet "
+                         "(train the GAN stage in one process)")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -347,7 +387,11 @@ def fit(cfg: TrainConfig) -> dict:
     val_rgb = center_crops(scan.val, cfg.val_size)
 
     # -- model, objective, optimiser
-    model = build_model(cfg.arch, cfg.width)
+    model = build_model(cfg.arch, cfg.width, cfg.backbone, cfg.fusion)
+    if cfg.init:
+        start, _ = load_weights(cfg.init)
+        model.load_state_dict(start.state_dict())
+        say(f"starting from the weights of {cfg.init}")
     objective = Objective(cfg, device)
     adapter = None
     if objective.teacher is not None:
@@ -356,6 +400,8 @@ def fit(cfg: TrainConfig) -> dict:
             adapter = nn.Conv2d(model.latent_channels, t_channels, kernel_size=1)
     net = Net(model, adapter).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    adversary = Adversary(cfg.gan_weight, cfg.gan_start, cfg.gan_lr, device) \
+        if cfg.gan_weight > 0 else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     amp = cfg.amp and device.type == "cuda"
 
@@ -368,6 +414,10 @@ def fit(cfg: TrainConfig) -> dict:
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if adversary is not None:
+            if "adversary" not in state:
+                raise SystemExit(f"error: {last_ckpt} has no discriminator (run without GAN)")
+            adversary.load_state_dict(state["adversary"])
         step, best, elapsed_before = state["step"], state["best"], state["elapsed"]
         _set_rng_state(state["rng"])
         say(f"resumed from {last_ckpt} at step {step}")
@@ -380,11 +430,21 @@ def fit(cfg: TrainConfig) -> dict:
     for i in range(0, len(val_rgb), 32):
         base.update(baseline_metrics(rgb_to_model(val_rgb[i : i + 32].float() / 255.0)[1]))
     base_figures = {f"base_{k}": v for k, v in base.means().items()}
-    say(f"model: {cfg.arch} x{cfg.width} ({count_parameters(model):,} parameters) on {device}"
+    say(f"model: {cfg.arch} x{cfg.width}"
+        + (f" + frozen {cfg.backbone} ({cfg.fusion})" if cfg.backbone else "")
+        + f" ({count_parameters(model):,} trained parameters) on {device}"
         + (f", {ddp.world} processes" if ddp.active else "")
         + (", distilling from " + str(cfg.teacher) if cfg.teacher else ""))
 
     dataset = RandomCrops(scan.train, cfg.crop, cfg.max_scale, cfg.seed)
+    if cfg.rebalance > 0:
+        histogram = training_histogram(dataset)
+        objective.weights = rarity_weights(histogram, cfg.rebalance).to(device)
+        if ddp.main:
+            save_file({"histogram": histogram, "weights": objective.weights.cpu()},
+                      str(out / "ab_rarity.safetensors"))
+        say(f"rarity weights (strength {cfg.rebalance}): "
+            f"{float(objective.weights.min()):.2f} to {float(objective.weights.max()):.2f}")
     sampler = EpochSampler(len(dataset), cfg.seed, ddp.rank, ddp.world,
                            start=step * per_rank_batch)
     loader = DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler,
@@ -411,6 +471,8 @@ def fit(cfg: TrainConfig) -> dict:
         state = {"net": net.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "step": step, "best": best,
                  "elapsed": elapsed_before + time.time() - t0, "rng": _rng_state()}
+        if adversary is not None:
+            state["adversary"] = adversary.state_dict()
         atomic_write(last_ckpt, lambda tmp: torch.save(state, tmp))
 
     def evaluate_and_log(row: dict) -> dict:
@@ -423,7 +485,8 @@ def fit(cfg: TrainConfig) -> dict:
             save_weights(model, out / "best", card(figures))
         say(f"step {step}: val PSNR_ab {figures['val_psnr_ab']:.2f} dB "
             f"(no colour {figures['base_psnr_ab']:.2f}), SSIM_ab {figures['val_ssim_ab']:.4f} "
-            f"(no colour {figures['base_ssim_ab']:.4f})")
+            f"(no colour {figures['base_ssim_ab']:.4f}), colourfulness "
+            f"{100 * figures['val_cf_ratio']:.0f}% of the truth")
         return figures
 
     # -- loop
@@ -438,11 +501,18 @@ def fit(cfg: TrainConfig) -> dict:
         rgb = next(batches).to(device, non_blocking=True).float() / 255.0
         l, ab = rgb_to_model(rgb)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss, parts = objective(train_net, l, ab)
+            loss, parts, pred = objective(train_net, l, ab)
+            gan_on = adversary is not None and adversary.active(step)
+            if gan_on:
+                parts["adv"] = adversary.generator_loss(l, pred)
+                loss = loss + adversary.weight * parts["adv"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if gan_on:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                parts["disc"] = adversary.step(l, ab, pred)
         step += 1
         for k, v in {"loss": loss, **parts}.items():
             acc[k] = acc.get(k, 0.0) + float(v.detach())

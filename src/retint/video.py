@@ -401,6 +401,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--size", type=int, default=256, help="working size (long side) of the model")
     p.add_argument("--batch-size", type=int, default=8, help="frames per model batch")
+    p.add_argument("--saturation", type=float, default=1.0,
+                   help="scale the predicted colour (1 = as predicted; kept inside sRGB)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_video)
 
@@ -415,7 +417,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         stabilize = Stabilizer(args.strength) if args.stabilize else False
         _probe(src)  # a bad input fails before the model loads
         colorizer = Colorizer(args.model, device=args.device, working_size=args.size,
-                              batch_size=args.batch_size)
+                              batch_size=args.batch_size, saturation=args.saturation)
         report = colorize_video(src, dst, colorizer, codec=args.codec, crf=args.crf,
                                 start=args.start, end=args.end, stabilize=stabilize,
                                 measure_flicker=args.report, progress=not args.quiet)

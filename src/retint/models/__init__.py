@@ -1,7 +1,8 @@
 """Models and their on-disk form: ``NAME.safetensors`` (tensors) beside ``NAME.json`` (card).
 
-Nothing here unpickles: weights are safetensors, the card is JSON, and the card's ``arch`` and
-``width`` are enough to rebuild the module.
+Nothing here unpickles: weights are safetensors, the card is JSON, and the card's ``arch``,
+``width`` and ``backbone`` are enough to rebuild the module. A frozen pretrained encoder is never
+in our files: the card names it and the SHA-256 of its weights, checked when it loads.
 """
 
 from __future__ import annotations
@@ -22,10 +23,15 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {"teacher": Teacher, "student": Stud
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
-def build_model(arch: str, width: float = 1.0) -> nn.Module:
+def build_model(arch: str, width: float = 1.0, backbone: str | None = None,
+                fusion: str = "concat", backbone_sha256: str | None = None) -> nn.Module:
+    """A fresh model; ``backbone`` adds a frozen pretrained encoder fused into its latent."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r} (choose from {', '.join(ARCHITECTURES)})")
-    return ARCHITECTURES[arch](width=width)
+    if backbone in (None, "", "none"):
+        return ARCHITECTURES[arch](width=width)
+    return ARCHITECTURES[arch](width=width, backbone=backbone, fusion=fusion,
+                               backbone_sha256=backbone_sha256)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -58,6 +64,11 @@ def save_weights(
         "parameters": count_parameters(model),
         "dtype": str(dtype).removeprefix("torch."),
     }
+    if getattr(model, "backbone", None):
+        from .backbone import backbone_info
+
+        meta["backbone"] = backbone_info(model.backbone)
+        meta["fusion"] = model.fusion_mode
     weights_path, card_path = _paths(path)
     atomic_write(weights_path, lambda tmp: save_file(tensors, tmp))
     atomic_write(card_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
@@ -74,7 +85,9 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     if not weights_path.is_file() or not card_path.is_file():
         raise FileNotFoundError(f"{weights_path}: no such model (need it and its .json card)")
     card = json.loads(card_path.read_text())
-    model = build_model(card["arch"], card.get("width", 1.0))
+    backbone = card.get("backbone") or {}
+    model = build_model(card["arch"], card.get("width", 1.0), backbone.get("name"),
+                        card.get("fusion", "concat"), backbone.get("sha256"))
     state = load_file(str(weights_path))
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state)

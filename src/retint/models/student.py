@@ -14,14 +14,20 @@ class Student(nn.Module):
     Encoder 1->32->64->128->256 (stride 2), dilated 256->512 (the latent, 512x16x16 at 256x256,
     same shape as the teacher's so it can be distilled), dilated 512->256, then transposed convs
     256->128->64->32->2 and tanh.
+
+    With ``backbone``, the teacher's frozen pretrained encoder is fused into the latent the same
+    way (:class:`~retint.models.backbone.Fusion`): a narrow student can then keep what the
+    encoder knows instead of having to learn it from a teacher's outputs.
     """
 
     arch = "student"
 
-    def __init__(self, width: float = 1.0) -> None:
+    def __init__(self, width: float = 1.0, backbone: str | None = None, fusion: str = "concat",
+                 backbone_sha256: str | None = None) -> None:
         super().__init__()
         c1, c2, c3, c4, c5 = (scaled(c, width) for c in (32, 64, 128, 256, 512))
         self.width = width
+        self.backbone, self.fusion_mode = backbone, fusion
         self.latent_channels = c5
         self.encoder = nn.Sequential(
             Plain(conv(1, c1)),
@@ -37,11 +43,18 @@ class Student(nn.Module):
             Plain(up(c2, c1)),
             up(c1, 2),
         )
+        if backbone:  # imported here: a model without an encoder never loads its package
+            from .backbone import FrozenEncoder, Fusion
+
+            self.pretrained = FrozenEncoder(backbone, backbone_sha256)
+            self.fusion = Fusion(c5, fusion, global_channels=max(32, c5 // 2))
 
     def latent(self, l: Tensor) -> Tensor:
-        return self.encoder(l)
+        """The (fused) latent: what distillation compares with the teacher's."""
+        z = self.encoder(l)
+        return self.fusion(z, *self.pretrained(l)) if self.backbone else z
 
     def forward(self, l: Tensor, return_latent: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        z = self.encoder(l)
+        z = self.latent(l)
         ab = torch.tanh(self.decoder(z))
         return (ab, z) if return_latent else ab

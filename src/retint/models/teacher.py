@@ -14,14 +14,20 @@ class Teacher(nn.Module):
     Encoder 1->32->64->128->256 (stride 2 each), bottleneck 256->512->256 (dilated, stride 1;
     the 512-channel map is the latent, 512x16x16 at 256x256), decoder of transposed convs fed
     with skip concatenations, and the input L concatenated before the last 3x3 conv.
+
+    With ``backbone`` (e.g. ``"efficientnet-lite0"``), a frozen pretrained encoder also reads L
+    and its features are fused into the 512-channel latent (:class:`Fusion`); the fused map is
+    then the latent. Without one, the seed teacher is exactly as specified.
     """
 
     arch = "teacher"
 
-    def __init__(self, width: float = 1.0) -> None:
+    def __init__(self, width: float = 1.0, backbone: str | None = None, fusion: str = "concat",
+                 backbone_sha256: str | None = None) -> None:
         super().__init__()
         c1, c2, c3, c4, c5 = (scaled(c, width) for c in (32, 64, 128, 256, 512))
         self.width = width
+        self.backbone, self.fusion_mode = backbone, fusion
         self.latent_channels = c5
         self.enc1 = Refined(conv(1, c1))
         self.enc2 = Refined(conv(c1, c2))
@@ -34,16 +40,24 @@ class Teacher(nn.Module):
         self.dec2 = Refined(up(c2 + c2, c1))
         self.dec1 = up(c1 + c1, 2)
         self.head = nn.Conv2d(2 + 1, 2, kernel_size=3, padding=1)
+        if backbone:  # imported here: a model without an encoder never loads its package
+            from .backbone import FrozenEncoder, Fusion
+
+            self.pretrained = FrozenEncoder(backbone, backbone_sha256)
+            self.fusion = Fusion(c5, fusion)
 
     def _encode(self, l: Tensor) -> tuple[Tensor, list[Tensor]]:
         e1 = self.enc1(l)
         e2 = self.enc2(e1)
         e3 = self.enc3(e2)
         e4 = self.enc4(e3)
-        return self.bottleneck_in(e4), [e1, e2, e3, e4]
+        z = self.bottleneck_in(e4)
+        if self.backbone:
+            z = self.fusion(z, *self.pretrained(l))
+        return z, [e1, e2, e3, e4]
 
     def latent(self, l: Tensor) -> Tensor:
-        """The bottleneck's 512-channel map alone (what the student learns to match)."""
+        """The (fused) 512-channel bottleneck map alone (what the student learns to match)."""
         return self._encode(l)[0]
 
     def forward(self, l: Tensor, return_latent: bool = False) -> Tensor | tuple[Tensor, Tensor]:

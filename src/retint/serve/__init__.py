@@ -36,6 +36,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                         "lists them in this order (default: --model default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--size", type=int, default=256, help="default working size")
+    p.add_argument("--saturation", type=float, default=1.0,
+                   help="scale the predicted colour for every request (kept inside sRGB)")
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest upload (413 above)")
     p.add_argument("--max-pixels", type=int, default=40_000_000,
                    help="largest image in pixels, checked from the header (413 above)")
@@ -68,7 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if on_cpu:  # worker threads x torch's intra-op threads must not oversubscribe the cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // limits.workers))
     app = create_app(args.model or ["default"], device=args.device, size=args.size,
-                     limits=limits)
+                     limits=limits, saturation=args.saturation)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -272,11 +272,12 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 def create_app(models: Sequence[str] = ("default",), device: str = "auto", size: int = 256,
-               limits: Limits | None = None) -> FastAPI:
+               limits: Limits | None = None, saturation: float = 1.0) -> FastAPI:
     """Load every model now (a bad path fails at start, not at the first request)."""
     limits = limits or Limits()
     _check_size(size)
-    colorizers = {mid: Colorizer(m, device=device, working_size=size, batch_size=limits.batch)
+    colorizers = {mid: Colorizer(m, device=device, working_size=size, batch_size=limits.batch,
+                                 saturation=saturation)
                   for mid, m in zip(_model_ids(models), models, strict=True)}
     engine = Engine(colorizers, limits)
     upload_dir = Path(tempfile.mkdtemp(prefix="retint-serve-"))

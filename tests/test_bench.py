@@ -133,3 +133,22 @@ def test_bench_reports_video_flicker_off_and_on(model_files, tmp_path) -> None:
     assert 0 < on < off  # the random teacher flickers; stabilisation removes part of it
     saved = json.loads((tmp_path / "b.json").read_text())["video"][0]
     assert saved["flicker_on"] == pytest.approx(on, rel=1e-3)
+
+
+def test_encoder_macs_and_share_are_reported(tmp_path) -> None:
+    """A teacher with the frozen encoder: its MACs count the encoder, and bench times its share."""
+    from retint.models import save_weights
+
+    fused = build_model("teacher", backbone="efficientnet-lite0").eval()
+    seed = build_model("teacher")
+    extra = count_macs(fused, (1, 1, 256, 256)) - count_macs(seed, (1, 1, 256, 256))
+    # EfficientNet-Lite0 is ~0.39 GMACs at 224² (0.51 at 256²), plus the small fusion block
+    assert 0.45e9 < extra < 0.75e9
+    save_weights(fused, tmp_path / "fused", {"name": "fused"})
+    rc, out = bench("--quick", "--device", "cpu", "--skip-reference", "--model",
+                    str(tmp_path / "fused"), "--json", str(tmp_path / "b.json"))
+    assert rc == 0
+    assert re.search(r"fused: its frozen pretrained encoder takes [\d.]+ of [\d.]+ ms", out)
+    case = next(iter(json.loads((tmp_path / "b.json").read_text())["models"]["fused"]
+                     ["latency"].values()))
+    assert 0 < case["encoder_share"] < 1

@@ -58,7 +58,11 @@ def count_macs(model: nn.Module, shape: Sequence[int]) -> int:
             total += inputs[0].numel() * m.out_features
 
     meta = copy.deepcopy(model).to("meta")
-    for m in meta.modules():
+    modules = list(meta.modules())
+    for m in list(modules):  # a frozen pretrained encoder sits outside the module tree
+        if getattr(m, "_net", None):
+            modules += list(m.net.modules())
+    for m in modules:
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             m.register_forward_hook(hook)
     with torch.inference_mode():
@@ -295,10 +299,16 @@ def bench_latency(model: nn.Module, device: torch.device, sizes: Sequence[int], 
             with torch.inference_mode():
                 t = _median_time(lambda x=x: model(x), runs, warmup, device)
             gflops = flops * b / t / 1e9
-            cases[f"{size}px_b{b}"] = {
+            cases[f"{size}px_b{b}"] = case = {
                 "size": size, "batch": b, "ms_per_image": 1e3 * t / b, "images_per_s": b / t,
                 "gflop_per_s": gflops, "of_matmul_peak": gflops / peak["matmul_gflops"],
                 "of_conv_peak": gflops / peak["conv_gflops"], "peak_mem_mb": _peak_mb(device)}
+            encoder = getattr(model, "pretrained", None)
+            if encoder is not None:  # the frozen pretrained encoder's share of that time
+                with torch.inference_mode():
+                    te = _median_time(lambda x=x, e=encoder: e(x), runs, warmup, device)
+                case["encoder_ms_per_image"] = 1e3 * te / b
+                case["encoder_share"] = te / t
     return cases
 
 
@@ -441,6 +451,17 @@ def format_report(r: dict[str, Any]) -> str:
                     f"{c['of_matmul_peak']:.0%}", f"{c['of_conv_peak']:.0%}",
                     _mb(c["peak_mem_mb"])]
                    for k, v in r["models"].items() for c in v["latency"].values()])]
+    for k, v in r["models"].items():
+        for c in v["latency"].values():
+            if "encoder_ms_per_image" in c:
+                out.append(f"\n{k}: its frozen pretrained encoder takes "
+                           f"{c['encoder_ms_per_image']:.2f} of {c['ms_per_image']:.2f} ms per "
+                           f"image at {c['size']}² batch {c['batch']} ({c['encoder_share']:.0%})")
+        enc = v["latency"].get(f"{s['working_size']}px_b1", {}).get("encoder_ms_per_image")
+        if enc is not None:
+            total = v["fullres"]["total_s"]
+            out.append(f"\n{k}: on the {s['megapixels']:g} MP photo the encoder is "
+                       f"{enc / 1e3:.3f} of {total:.3f} s ({enc / 1e3 / total:.0%})")
     if cpu_mem:
         out += ["", "Memory on CPU is the process-wide peak RSS so far (ru_maxrss): it only grows "
                 "from case to case, so it bounds each case from above."]

@@ -165,3 +165,27 @@ def test_student_with_the_encoder_distils_from_a_fused_teacher(photos_dir, tmp_p
     model, card = load_weights(run / "final")
     assert card["arch"] == "student" and card["backbone"]["name"] == NAME
     assert model.latent(torch.rand(1, 1, 32, 32)).shape == (1, 128, 2, 2)
+
+
+def test_fine_tuned_blocks_train_and_are_saved_while_the_originals_stay(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("teacher", backbone=NAME, tune=2)
+    original = {k: v.clone() for k, v in model.pretrained.net.state_dict().items()}
+    tuned_keys = [k for k in model.state_dict() if k.startswith("pretrained.tuned.")]
+    assert tuned_keys and all(k.split(".")[2] in ("0", "1") for k in tuned_keys)
+    model.train()
+    assert not model.pretrained.tuned.training  # BatchNorm statistics stay pretrained
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    l = torch.rand(2, 1, 64, 64)
+    before = {k: v.clone() for k, v in model.pretrained.tuned.state_dict().items()}
+    loss = model(l).square().mean()
+    loss.backward()
+    opt.step()
+    after = model.pretrained.tuned.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    for k, v in model.pretrained.net.state_dict().items():
+        assert torch.equal(v, original[k]), k
+    save_weights(model, tmp_path / "tuned")
+    loaded, card = load_weights(tmp_path / "tuned")
+    assert card["backbone"]["tuned_blocks"] == 2
+    assert torch.allclose(loaded(l), model.eval()(l), atol=1e-5)

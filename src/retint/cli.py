@@ -280,6 +280,10 @@ def _add_training_options(p: argparse.ArgumentParser, arch: str) -> None:
                    help="frozen pretrained encoder fused into the model's latent (default none)")
     p.add_argument("--fusion", choices=["concat", "film"],
                    help="how its features join the bottleneck (default concat)")
+    p.add_argument("--backbone-tune", type=int, metavar="N",
+                   help="fine-tune copies of the encoder's last N blocks (default 0: frozen)")
+    p.add_argument("--backbone-lr", type=float,
+                   help="their learning rate as a fraction of --lr (default 0.1)")
     p.add_argument("--loss", choices=["mse", "l1", "huber"], help="reconstruction loss")
     p.add_argument("--rebalance", type=_unit_interval, metavar="S",
                    help="rarity weighting of the loss by the training ab histogram, 0 (off) "

@@ -52,6 +52,8 @@ class TrainConfig:
     width: float = 1.0
     backbone: str | None = None  # frozen pretrained encoder fused into the teacher
     fusion: str = "concat"  # how: "concat" or "film"
+    backbone_tune: int = 0  # fine-tune copies of the encoder's last N blocks (stride 16)
+    backbone_lr: float = 0.1  # their learning rate, as a fraction of ``lr``
     init: str | None = None  # start from these weights (fine-tuning), not from scratch
     teacher: str | None = None  # a teacher's weights: distil into ``arch`` instead of training
     alpha: float = 0.5  # weight of the reconstruction loss (distillation)
@@ -387,7 +389,7 @@ def fit(cfg: TrainConfig) -> dict:
     val_rgb = center_crops(scan.val, cfg.val_size)
 
     # -- model, objective, optimiser
-    model = build_model(cfg.arch, cfg.width, cfg.backbone, cfg.fusion)
+    model = build_model(cfg.arch, cfg.width, cfg.backbone, cfg.fusion, tune=cfg.backbone_tune)
     if cfg.init:
         start, _ = load_weights(cfg.init)
         model.load_state_dict(start.state_dict())
@@ -399,7 +401,11 @@ def fit(cfg: TrainConfig) -> dict:
         if t_channels != model.latent_channels:
             adapter = nn.Conv2d(model.latent_channels, t_channels, kernel_size=1)
     net = Net(model, adapter).to(device)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    tuned = [p for n, p in net.named_parameters() if ".pretrained.tuned." in n]
+    rest = [p for n, p in net.named_parameters() if ".pretrained.tuned." not in n]
+    groups = [{"params": rest}] + ([{"params": tuned, "lr": cfg.lr * cfg.backbone_lr}]
+                                   if tuned else [])
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     adversary = Adversary(cfg.gan_weight, cfg.gan_start, cfg.gan_lr, device) \
         if cfg.gan_weight > 0 else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))

@@ -24,14 +24,15 @@ BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 def build_model(arch: str, width: float = 1.0, backbone: str | None = None,
-                fusion: str = "concat", backbone_sha256: str | None = None) -> nn.Module:
+                fusion: str = "concat", backbone_sha256: str | None = None,
+                tune: int = 0) -> nn.Module:
     """A fresh model; ``backbone`` adds a frozen pretrained encoder fused into its latent."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r} (choose from {', '.join(ARCHITECTURES)})")
     if backbone in (None, "", "none"):
         return ARCHITECTURES[arch](width=width)
     return ARCHITECTURES[arch](width=width, backbone=backbone, fusion=fusion,
-                               backbone_sha256=backbone_sha256)
+                               backbone_sha256=backbone_sha256, tune=tune)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -67,7 +68,7 @@ def save_weights(
     if getattr(model, "backbone", None):
         from .backbone import backbone_info
 
-        meta["backbone"] = backbone_info(model.backbone)
+        meta["backbone"] = {**backbone_info(model.backbone), "tuned_blocks": model.pretrained.tune}
         meta["fusion"] = model.fusion_mode
     weights_path, card_path = _paths(path)
     atomic_write(weights_path, lambda tmp: save_file(tensors, tmp))
@@ -87,7 +88,8 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     card = json.loads(card_path.read_text())
     backbone = card.get("backbone") or {}
     model = build_model(card["arch"], card.get("width", 1.0), backbone.get("name"),
-                        card.get("fusion", "concat"), backbone.get("sha256"))
+                        card.get("fusion", "concat"), backbone.get("sha256"),
+                        backbone.get("tuned_blocks", 0))
     state = load_file(str(weights_path))
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state)

@@ -11,6 +11,7 @@ state dict, a checkpoint, an optimiser or ``model.train()``: our files hold only
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from importlib import metadata
 from pathlib import Path
@@ -89,14 +90,27 @@ class FrozenEncoder(nn.Module):
     The network sits in a plain list, not as a child module: it has no entries in
     ``state_dict()`` or ``parameters()``, stays in eval mode whatever ``train()`` is called on
     its parent, and only follows the parent's device and dtype moves (``_apply``).
+
+    ``tune`` > 0 fine-tunes copies of the last ``tune`` blocks before the stride-16 output: those
+    copies are ordinary trainable submodules (``tuned.*``, saved with our weights, BatchNorm
+    statistics kept frozen); the pretrained originals stay untouched.
     """
 
-    def __init__(self, name: str = "efficientnet-lite0", sha256: str | None = None) -> None:
+    def __init__(self, name: str = "efficientnet-lite0", sha256: str | None = None,
+                 tune: int = 0) -> None:
         super().__init__()
         if name not in BACKBONES:
             raise BackboneError(f"unknown encoder {name!r} (choose from {', '.join(BACKBONES)})")
-        self.name = name
+        if not 0 <= tune <= FEATURE_BLOCK + 1:
+            raise ValueError(f"can fine-tune 0 to {FEATURE_BLOCK + 1} encoder blocks, not {tune}")
+        self.name, self.tune = name, tune
         self._net = [_load_efficientnet(name, sha256 or BACKBONES[name]["sha256"])]
+        self.first_tuned = FEATURE_BLOCK + 1 - tune
+        self.tuned = nn.ModuleList(copy.deepcopy(self.net._blocks[i]).requires_grad_(True)
+                                   for i in range(self.first_tuned, FEATURE_BLOCK + 1))
+
+    def train(self, mode: bool = True) -> FrozenEncoder:  # BatchNorm statistics stay pretrained
+        return super().train(False)
 
     @property
     def net(self) -> nn.Module:
@@ -106,18 +120,21 @@ class FrozenEncoder(nn.Module):
         self._net[0] = self._net[0]._apply(fn)
         return super()._apply(fn, recurse)
 
-    @torch.no_grad()
     def forward(self, l: Tensor) -> tuple[Tensor, Tensor]:
         net = self.net
-        gray = model_to_rgb(l.float(), torch.zeros_like(l).expand(-1, 2, -1, -1))
-        x = (gray.to(l.dtype) - 0.5) / 0.5  # the normalisation EfficientNet-Lite was trained on
-        x = net._swish(net._bn0(net._conv_stem(x)))
-        features = x
-        for index, block in enumerate(net._blocks):
+        with torch.no_grad():  # the frozen part: no activations kept for backward
+            gray = model_to_rgb(l.float(), torch.zeros_like(l).expand(-1, 2, -1, -1))
+            x = (gray.to(l.dtype) - 0.5) / 0.5  # the normalisation EfficientNet-Lite expects
+            x = net._swish(net._bn0(net._conv_stem(x)))
+            for block in net._blocks[: self.first_tuned]:
+                x = block(x)
+        for block in self.tuned:
             x = block(x)
-            if index == FEATURE_BLOCK:
-                features = x
-        pooled = net._swish(net._bn1(net._conv_head(x))).mean((2, 3))
+        features = x
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.tune > 0):
+            for block in net._blocks[FEATURE_BLOCK + 1 :]:
+                x = block(x)
+            pooled = net._swish(net._bn1(net._conv_head(x))).mean((2, 3))
         return features, pooled
 
 

@@ -109,8 +109,9 @@ def test_distillation_objective(model_files, photos_dir, tmp_path):
     student.register_forward_hook(lambda *_: calls.append(1))
 
     l, ab = rgb_to_model(torch.rand(2, 3, 32, 32))
-    loss, parts = objective(net, l, ab)
+    loss, parts, pred = objective(net, l, ab)
     assert len(calls) == 1  # latent and output from one pass
+    assert pred.shape == ab.shape
     assert not objective.teacher.training
 
     with torch.no_grad():

@@ -1,0 +1,224 @@
+"""Train, compare and install the colour recipes behind the README's results table.
+
+    python scripts/recipes.py pool  --data ../shared/data/photos ../shared/data/imagenet-sample
+    python scripts/recipes.py train                 # every recipe not trained yet (hours on CPU)
+    python scripts/recipes.py table --benchmarks ../shared/data/benchmarks/bsd100 \\
+        ../shared/data/benchmarks/urban100 --data ../shared/data/photos \\
+        ../shared/data/imagenet-sample            # -> runs/recipes/results.md, .json, sheet
+    python scripts/recipes.py install enc-concat student-enc   # teacher, student -> package
+
+``pool`` makes a training copy of the photos with the long side at 448 px (training crops are
+taken after resizing the short side to 128-256 px, so little is lost) which makes a CPU epoch
+several times faster; folder names are kept, so the validation split (a hash of
+``folder/file``) is the same photos as in the originals. Every recipe trains on the same split;
+``table`` scores each run's *final* weights (end of the schedule, never picked by a metric) on
+that split's held-out photos at full resolution, and on the benchmark sets.
+
+The default model is chosen by a written rule (:func:`pick_default`): most of the three goals
+met on the held-out photos (colourfulness >= 60 % of the truth, PSNR_ab >= 0.5 dB above no
+colour, ΔE00 below no colour), then the lowest ΔE00.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from retint.models import BUNDLED_DIR, load_weights, save_weights
+from retint.train import TrainConfig, fit
+
+RUNS = Path("runs/recipes")
+POOL = Path(".data/pool")
+POOL_SIDE = 448
+ENC = "efficientnet-lite0"
+
+#: Shared by every recipe: 128² crops, batch 16, AdamW 5e-4, warm-up then cosine, one loader.
+COMMON = dict(crop=128, batch_size=16, max_scale=2.0, lr=5e-4, warmup=200, workers=1,
+              val_every=400, ckpt_every=400, progress=False)
+#: Students see 256² crops: at 128² their dilated bottleneck sees 8x8 maps, mostly padding.
+STUDENT = dict(arch="student", steps=1500, crop=256, batch_size=8, max_scale=1.5)
+#: name -> (what it tests, TrainConfig overrides). ``teacher``/``init`` name other recipes.
+RECIPES: dict[str, tuple[str, dict]] = {
+    "seed-mse": ("seed teacher, MSE (the seed's recipe)", dict(steps=2400)),
+    "seed-l1": ("seed teacher, L1", dict(steps=2400, loss="l1")),
+    "seed-rebalance": ("seed teacher, MSE rarity-weighted (strength 0.5)",
+                       dict(steps=2400, rebalance=0.5)),
+    "seed-gan": ("seed-mse fine-tuned with a PatchGAN (weight 0.05)",
+                 dict(steps=800, init="seed-mse", gan_weight=0.05, lr=1e-4, warmup=50)),
+    "enc-concat": ("teacher + frozen EfficientNet-Lite0, concat fusion, MSE",
+                   dict(steps=2400, backbone=ENC)),
+    "enc-film": ("teacher + frozen EfficientNet-Lite0, FiLM fusion, MSE",
+                 dict(steps=2400, backbone=ENC, fusion="film")),
+    "enc-tune": ("enc-concat with the encoder's last 3 blocks fine-tuned (lr x0.1)",
+                 dict(steps=2400, backbone=ENC, backbone_tune=3)),
+    "enc-long": ("enc-concat, then 3,600 more steps (a second warm-up + cosine cycle)",
+                 dict(steps=3600, backbone=ENC, init="enc-concat", lr=3e-4)),
+    "student-kd": ("plain student from enc-long: latent + output distillation, 256² crops",
+                   dict(STUDENT, teacher="enc-long", kd_output=1.0)),
+    "student-enc": ("half-width student keeping the frozen encoder, distilled from enc-long",
+                    dict(STUDENT, teacher="enc-long", kd_output=1.0, width=0.5, backbone=ENC)),
+}
+
+
+def run_dir(name: str, runs: Path = RUNS) -> Path:
+    return runs / name
+
+
+def config(name: str, data: list[str], runs: Path = RUNS) -> TrainConfig:
+    _, overrides = RECIPES[name]
+    values = {**COMMON, **overrides}
+    for key in ("teacher", "init"):  # recipe names -> their final weights
+        if values.get(key) in RECIPES:
+            values[key] = str(run_dir(values[key], runs) / "final")
+    return TrainConfig(data=data, out=str(run_dir(name, runs)), **values)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_pool(args: argparse.Namespace) -> None:
+    """Copies of the photos with the long side at most POOL_SIDE px, same folder names."""
+    from retint.data import list_photos
+
+    for root in map(Path, args.data):
+        out = POOL / root.name
+        for photo in list_photos([root]):
+            dst = out / Path(photo.key).relative_to(root.name)
+            if dst.exists():
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with Image.open(photo.path) as im:
+                im = im.convert("RGB")
+                im.thumbnail((POOL_SIDE, POOL_SIDE), Image.Resampling.LANCZOS)
+                im.save(dst, quality=95)
+    print(f"pool in {POOL}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    data = [str(POOL / Path(d).name) for d in args.data] if args.pool else args.data
+    for name in args.only or RECIPES:
+        if (run_dir(name, args.runs) / "final.safetensors").exists():
+            print(f"{name}: already trained")
+            continue
+        print(f"== {name}: {RECIPES[name][0]}")
+        fit(config(name, data, args.runs))
+
+
+def _evaluate(keys_and_paths, models: dict[str, Path], sheet: Path | None) -> dict:
+    from retint.evaluate import evaluate
+    from retint.inference import Colorizer
+
+    colorizers = []
+    for name, path in models.items():
+        c = Colorizer(path, device="cpu")
+        c.card["name"] = name
+        colorizers.append(c)
+    return evaluate(keys_and_paths, colorizers, resolutions=("full",), sheet=sheet,
+                    sheet_count=8, progress=True)["summary"]["full"]
+
+
+def cmd_table(args: argparse.Namespace) -> None:
+    from retint.evaluate import BASELINE, photo_list
+
+    names = [n for n in (args.only or RECIPES) if (run_dir(n, args.runs) / "final.json").exists()]
+    models = {n: run_dir(n, args.runs) / "final.safetensors" for n in names}
+    models.update({f"bundled {m}": BUNDLED_DIR / f"{m}.safetensors" for m in args.bundled})
+    split = json.loads((run_dir(names[0], args.runs) / "split.json").read_text())
+    held_out = [(p.key, p.path) for p in photo_list(args.data) if p.key in set(split["val"])]
+    sets = {"held-out": held_out}
+    for bench in map(Path, args.benchmarks):
+        sets[bench.name] = [(p.key, p.path) for p in photo_list([bench])]
+    results = {}
+    for set_name, photos in sets.items():
+        print(f"evaluating {len(photos)} photos of {set_name}", file=sys.stderr)
+        sheet = args.runs / "sheet.jpg" if set_name == "held-out" else None
+        results[set_name] = _evaluate(photos, models, sheet)
+    (args.runs / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    lines = ["| recipe | what | " + " | ".join(
+        f"{s}: PSNR_ab gain, ΔE00, CF/truth, ΔCF" for s in sets) + " |",
+        "|---|---|" + "---|" * len(sets)]
+    for label in [BASELINE, *models]:
+        what = RECIPES[label][0] if label in RECIPES else ""
+        cells = []
+        for s in sets:
+            base, row = results[s]["rows"][BASELINE], results[s]["rows"][label]
+            gain = row["psnr_ab"]["mean"] - base["psnr_ab"]["mean"]
+            cells.append(f"{gain:+.2f} dB, {row['delta_e00']['mean']:.2f}, "
+                         f"{row['cf_ratio']:.0%}, {row['delta_cf']['mean']:.1f}")
+        lines.append(f"| {label} | {what} | " + " | ".join(cells) + " |")
+    base = {s: results[s]["rows"][BASELINE] for s in sets}
+    lines += ["", "No colour: " + "; ".join(
+        f"{s} PSNR_ab {b['psnr_ab']['mean']:.2f} dB, ΔE00 {b['delta_e00']['mean']:.2f}, "
+        f"{results[s]['photos']} photos" for s, b in base.items())]
+    (args.runs / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"default by the rule: {pick_default(results['held-out'], list(models))}")
+
+
+def goals_met(summary: dict, label: str) -> int:
+    from retint.evaluate import BASELINE
+
+    base, row = summary["rows"][BASELINE], summary["rows"][label]
+    return ((row["cf_ratio"] >= 0.60)
+            + (row["psnr_ab"]["mean"] - base["psnr_ab"]["mean"] >= 0.5)
+            + (row["delta_e00"]["mean"] < base["delta_e00"]["mean"]))
+
+
+def pick_default(summary: dict, labels: list[str]) -> str:
+    """Most goals met on the held-out photos, then the lowest ΔE00 (the perceptual distance to
+    the true colours, which punishes both sepia and confidently wrong colour)."""
+    return min(labels, key=lambda m: (-goals_met(summary, m),
+                                      summary["rows"][m]["delta_e00"]["mean"]))
+
+
+def cmd_install(args: argparse.Namespace) -> None:
+    """Copy two runs' final weights into the package (fp16) as ``teacher`` and ``student``,
+    and write ``default.json`` by :func:`pick_default` over the held-out results."""
+    results = json.loads((args.runs / "results.json").read_text())["held-out"]
+    for role, name in (("teacher", args.teacher), ("student", args.student)):
+        model, card = load_weights(run_dir(name, args.runs) / "final")
+        card.update(name=role, recipe_name=name, recipe_note=RECIPES[name][0],
+                    command=f"python scripts/recipes.py train --only {name}",
+                    held_out=results["rows"][name])
+        save_weights(model, BUNDLED_DIR / role, card, dtype=torch.float16)
+    by_role = {"teacher": args.teacher, "student": args.student}
+    best = pick_default(results, list(by_role.values()))
+    role = next(r for r, n in by_role.items() if n == best)
+    (BUNDLED_DIR / "default.json").write_text(json.dumps({"model": role, "why": (
+        "most of the three goals met on held-out photos (CF >= 60 % of the truth, PSNR_ab "
+        ">= +0.5 dB, ΔE00 below no colour), then the lowest ΔE00")}, indent=2) + "\n")
+    print(f"installed {by_role}; default: {role}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--runs", type=Path, default=RUNS)
+    sub = ap.add_subparsers(dest="command", required=True)
+    data_default = ["../shared/data/photos", "../shared/data/imagenet-sample"]
+    p = sub.add_parser("pool")
+    p.add_argument("--data", nargs="+", default=data_default)
+    p = sub.add_parser("train")
+    p.add_argument("--data", nargs="+", default=data_default)
+    p.add_argument("--no-pool", dest="pool", action="store_false",
+                   help="train on the originals, not the resized pool")
+    p.add_argument("--only", nargs="+", choices=list(RECIPES))
+    p = sub.add_parser("table")
+    p.add_argument("--data", nargs="+", default=data_default)
+    p.add_argument("--benchmarks", nargs="*", default=[])
+    p.add_argument("--only", nargs="+", choices=list(RECIPES))
+    p.add_argument("--bundled", nargs="*", default=[], help="also score these bundled models")
+    p = sub.add_parser("install")
+    p.add_argument("teacher", choices=list(RECIPES))
+    p.add_argument("student", choices=list(RECIPES))
+    args = ap.parse_args()
+    {"pool": cmd_pool, "train": cmd_train, "table": cmd_table, "install": cmd_install}[
+        args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -195,3 +195,27 @@ def test_parser_defaults():
     assert (args.size, args.device, args.batch_size, args.resolution, args.sheet_count) == (
         256, "auto", 4, "both", 6)
     assert args.limit is args.split is args.json is args.sheet is None and not args.quiet
+
+
+def test_recipe_default_rule_counts_goals_then_delta_e():
+    """scripts/recipes.py picks the default by goals met on held-out photos, then ΔE00."""
+    import importlib.util
+
+    from retint.evaluate import BASELINE
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "recipes.py"
+    spec = importlib.util.spec_from_file_location("recipes", path)
+    recipes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipes)
+
+    def row(psnr, de, cf):
+        return {"psnr_ab": {"mean": psnr}, "delta_e00": {"mean": de}, "cf_ratio": cf}
+
+    summary = {"rows": {BASELINE: row(25.0, 12.0, 0.0),
+                        "sepia": row(25.6, 11.5, 0.40),    # 2 goals, best ΔE00
+                        "vivid": row(25.5, 11.9, 0.65),    # all 3 goals
+                        "wild": row(24.0, 14.0, 0.90)}}    # 1 goal
+    assert recipes.goals_met(summary, "vivid") == 3 and recipes.goals_met(summary, "wild") == 1
+    assert recipes.pick_default(summary, ["sepia", "vivid", "wild"]) == "vivid"
+    assert recipes.pick_default(summary, ["sepia", "wild"]) == "sepia"
+    assert recipes.config("student-enc", ["d"]).teacher.endswith("enc-long/final")

@@ -109,7 +109,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         fit(config(name, data, args.runs))
 
 
-def _evaluate(keys_and_paths, models: dict[str, Path], sheet: Path | None) -> dict:
+def _evaluate(photos: list, models: dict[str, Path], sheet: Path | None = None) -> dict:
+    """``retint evaluate``'s scores at full resolution (what users get), summary only."""
     from retint.evaluate import evaluate
     from retint.inference import Colorizer
 
@@ -118,27 +119,40 @@ def _evaluate(keys_and_paths, models: dict[str, Path], sheet: Path | None) -> di
         c = Colorizer(path, device="cpu")
         c.card["name"] = name
         colorizers.append(c)
-    return evaluate(keys_and_paths, colorizers, resolutions=("full",), sheet=sheet,
-                    sheet_count=8, progress=True)["summary"]["full"]
+    return evaluate(photos, colorizers, resolutions=("full",), sheet=sheet, sheet_count=8,
+                    progress=True)["summary"]["full"]
 
 
 def cmd_table(args: argparse.Namespace) -> None:
+    """Score each model on each photo set (cached per set and model under ``eval/``, so a new
+    recipe costs only its own evaluation), then write the table and a contact sheet."""
     from retint.evaluate import BASELINE, photo_list
 
     names = [n for n in (args.only or RECIPES) if (run_dir(n, args.runs) / "final.json").exists()]
     models = {n: run_dir(n, args.runs) / "final.safetensors" for n in names}
-    models.update({f"bundled {m}": BUNDLED_DIR / f"{m}.safetensors" for m in args.bundled})
+    models.update({f"bundled-{m}": BUNDLED_DIR / f"{m}.safetensors" for m in args.bundled})
     split = json.loads((run_dir(names[0], args.runs) / "split.json").read_text())
     held_out = [(p.key, p.path) for p in photo_list(args.data) if p.key in set(split["val"])]
     sets = {"held-out": held_out}
     for bench in map(Path, args.benchmarks):
         sets[bench.name] = [(p.key, p.path) for p in photo_list([bench])]
-    results = {}
+    results: dict[str, dict] = {}
     for set_name, photos in sets.items():
-        print(f"evaluating {len(photos)} photos of {set_name}", file=sys.stderr)
-        sheet = args.runs / "sheet.jpg" if set_name == "held-out" else None
-        results[set_name] = _evaluate(photos, models, sheet)
+        rows = results.setdefault(set_name, {"rows": {}})["rows"]
+        for name, path in models.items():
+            cache = args.runs / "eval" / set_name / f"{name}.json"
+            stale = not cache.exists() or cache.stat().st_mtime < path.stat().st_mtime
+            if stale:
+                print(f"evaluating {name} on {len(photos)} photos of {set_name}", file=sys.stderr)
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                cache.write_text(json.dumps(_evaluate(photos, {name: path})) + "\n")
+            summary = json.loads(cache.read_text())
+            rows[name] = summary["rows"][name]
+            rows[BASELINE] = summary["rows"][BASELINE]
+            results[set_name]["photos"] = summary["photos"]
     (args.runs / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    sheet_models = {n: models[n] for n in (args.sheet or list(models)[:4])}
+    _evaluate(held_out[: args.sheet_photos], sheet_models, args.runs / "sheet.jpg")
     lines = ["| recipe | what | " + " | ".join(
         f"{s}: PSNR_ab gain, ΔE00, CF/truth, ΔCF" for s in sets) + " |",
         "|---|---|" + "---|" * len(sets)]
@@ -179,12 +193,28 @@ def pick_default(summary: dict, labels: list[str]) -> str:
 def cmd_install(args: argparse.Namespace) -> None:
     """Copy two runs' final weights into the package (fp16) as ``teacher`` and ``student``,
     and write ``default.json`` by :func:`pick_default` over the held-out results."""
-    results = json.loads((args.runs / "results.json").read_text())["held-out"]
+    from train_bundled import data_card  # scripts/ is on sys.path when run as a script
+
+    all_results = json.loads((args.runs / "results.json").read_text())
+    results = all_results["held-out"]
     for role, name in (("teacher", args.teacher), ("student", args.student)):
-        model, card = load_weights(run_dir(name, args.runs) / "final")
-        card.update(name=role, recipe_name=name, recipe_note=RECIPES[name][0],
-                    command=f"python scripts/recipes.py train --only {name}",
-                    held_out=results["rows"][name])
+        run = run_dir(name, args.runs)
+        model, card = load_weights(run / "final")
+        split = json.loads((run / "split.json").read_text())
+        chain, parent = [name], RECIPES[name][1]
+        while parent.get("init") or parent.get("teacher"):  # every run this one builds on
+            up = parent.get("init") or parent.get("teacher")
+            chain.append(up)
+            parent = RECIPES[up][1]
+        card.update(
+            name=role, recipe_name=name, recipe_note=RECIPES[name][0],
+            command="python scripts/recipes.py train --only " + " ".join(reversed(chain)),
+            evaluation={s: {"photos": r["photos"], "model": r["rows"][name],
+                            "no_colour": r["rows"]["no colour (baseline)"]}
+                        for s, r in all_results.items()})
+        card["data"] = {**data_card(args.data, card["data"]), "val_photos_list": split["val"],
+                        "skipped_gray_list": split["skipped_gray"],
+                        "trained_on": f"{POOL}/: copies with the long side at {POOL_SIDE} px"}
         save_weights(model, BUNDLED_DIR / role, card, dtype=torch.float16)
     by_role = {"teacher": args.teacher, "student": args.student}
     best = pick_default(results, list(by_role.values()))
@@ -212,7 +242,10 @@ def main() -> None:
     p.add_argument("--benchmarks", nargs="*", default=[])
     p.add_argument("--only", nargs="+", choices=list(RECIPES))
     p.add_argument("--bundled", nargs="*", default=[], help="also score these bundled models")
+    p.add_argument("--sheet", nargs="+", help="models on the contact sheet (default: first 4)")
+    p.add_argument("--sheet-photos", type=int, default=8)
     p = sub.add_parser("install")
+    p.add_argument("--data", nargs="+", default=data_default)
     p.add_argument("teacher", choices=list(RECIPES))
     p.add_argument("student", choices=list(RECIPES))
     args = ap.parse_args()

@@ -189,3 +189,16 @@ def test_fine_tuned_blocks_train_and_are_saved_while_the_originals_stay(tmp_path
     loaded, card = load_weights(tmp_path / "tuned")
     assert card["backbone"]["tuned_blocks"] == 2
     assert torch.allclose(loaded(l), model.eval()(l), atol=1e-5)
+
+
+def test_encoder_input_size_shrinks_what_it_sees_and_is_recorded(tmp_path):
+    model = build_model("student", 0.25, backbone=NAME, input_size=64)
+    seen = []
+    model.pretrained.net._conv_stem.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    l = torch.rand(1, 1, 128, 96)
+    assert model(l).shape == (1, 2, 128, 96)
+    assert seen[-1][-2:] == (64, 48)
+    save_weights(model, tmp_path / "small")
+    loaded, card = load_weights(tmp_path / "small")
+    assert card["backbone"]["input_size"] == 64 and loaded.pretrained.input_size == 64
+    assert torch.allclose(loaded(l), model.eval()(l), atol=1e-5)

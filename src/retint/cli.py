@@ -284,6 +284,8 @@ def _add_training_options(p: argparse.ArgumentParser, arch: str) -> None:
                    help="fine-tune copies of the encoder's last N blocks (default 0: frozen)")
     p.add_argument("--backbone-lr", type=float,
                    help="their learning rate as a fraction of --lr (default 0.1)")
+    p.add_argument("--backbone-size", type=int, metavar="PX",
+                   help="shrink L to this long side for the encoder (default: as given)")
     p.add_argument("--loss", choices=["mse", "l1", "huber"], help="reconstruction loss")
     p.add_argument("--rebalance", type=_unit_interval, metavar="S",
                    help="rarity weighting of the loss by the training ab histogram, 0 (off) "

@@ -54,6 +54,7 @@ class TrainConfig:
     fusion: str = "concat"  # how: "concat" or "film"
     backbone_tune: int = 0  # fine-tune copies of the encoder's last N blocks (stride 16)
     backbone_lr: float = 0.1  # their learning rate, as a fraction of ``lr``
+    backbone_size: int = 0  # long side of L as the encoder sees it; 0 = the input's
     init: str | None = None  # start from these weights (fine-tuning), not from scratch
     teacher: str | None = None  # a teacher's weights: distil into ``arch`` instead of training
     alpha: float = 0.5  # weight of the reconstruction loss (distillation)
@@ -389,7 +390,8 @@ def fit(cfg: TrainConfig) -> dict:
     val_rgb = center_crops(scan.val, cfg.val_size)
 
     # -- model, objective, optimiser
-    model = build_model(cfg.arch, cfg.width, cfg.backbone, cfg.fusion, tune=cfg.backbone_tune)
+    model = build_model(cfg.arch, cfg.width, cfg.backbone, cfg.fusion, tune=cfg.backbone_tune,
+                        input_size=cfg.backbone_size)
     if cfg.init:
         start, _ = load_weights(cfg.init)
         model.load_state_dict(start.state_dict())

@@ -24,15 +24,14 @@ BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 def build_model(arch: str, width: float = 1.0, backbone: str | None = None,
-                fusion: str = "concat", backbone_sha256: str | None = None,
-                tune: int = 0) -> nn.Module:
+                fusion: str = "concat", **encoder_options) -> nn.Module:
     """A fresh model; ``backbone`` adds a frozen pretrained encoder fused into its latent."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r} (choose from {', '.join(ARCHITECTURES)})")
     if backbone in (None, "", "none"):
         return ARCHITECTURES[arch](width=width)
     return ARCHITECTURES[arch](width=width, backbone=backbone, fusion=fusion,
-                               backbone_sha256=backbone_sha256, tune=tune)
+                               **encoder_options)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -68,7 +67,8 @@ def save_weights(
     if getattr(model, "backbone", None):
         from .backbone import backbone_info
 
-        meta["backbone"] = {**backbone_info(model.backbone), "tuned_blocks": model.pretrained.tune}
+        meta["backbone"] = {**backbone_info(model.backbone), "tuned_blocks": model.pretrained.tune,
+                            "input_size": model.pretrained.input_size}
         meta["fusion"] = model.fusion_mode
     weights_path, card_path = _paths(path)
     atomic_write(weights_path, lambda tmp: save_file(tensors, tmp))
@@ -88,8 +88,9 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     card = json.loads(card_path.read_text())
     backbone = card.get("backbone") or {}
     model = build_model(card["arch"], card.get("width", 1.0), backbone.get("name"),
-                        card.get("fusion", "concat"), backbone.get("sha256"),
-                        backbone.get("tuned_blocks", 0))
+                        card.get("fusion", "concat"), sha256=backbone.get("sha256"),
+                        tune=backbone.get("tuned_blocks", 0),
+                        input_size=backbone.get("input_size", 0))
     state = load_file(str(weights_path))
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state)

@@ -93,17 +93,19 @@ class FrozenEncoder(nn.Module):
 
     ``tune`` > 0 fine-tunes copies of the last ``tune`` blocks before the stride-16 output: those
     copies are ordinary trainable submodules (``tuned.*``, saved with our weights, BatchNorm
-    statistics kept frozen); the pretrained originals stay untouched.
+    statistics kept frozen); the pretrained originals stay untouched. ``input_size`` > 0 shrinks
+    L to that long side before the encoder (its cost falls with the square; the features are
+    resized to the latent's grid anyway).
     """
 
     def __init__(self, name: str = "efficientnet-lite0", sha256: str | None = None,
-                 tune: int = 0) -> None:
+                 tune: int = 0, input_size: int = 0) -> None:
         super().__init__()
         if name not in BACKBONES:
             raise BackboneError(f"unknown encoder {name!r} (choose from {', '.join(BACKBONES)})")
         if not 0 <= tune <= FEATURE_BLOCK + 1:
             raise ValueError(f"can fine-tune 0 to {FEATURE_BLOCK + 1} encoder blocks, not {tune}")
-        self.name, self.tune = name, tune
+        self.name, self.tune, self.input_size = name, tune, input_size
         self._net = [_load_efficientnet(name, sha256 or BACKBONES[name]["sha256"])]
         self.first_tuned = FEATURE_BLOCK + 1 - tune
         self.tuned = nn.ModuleList(copy.deepcopy(self.net._blocks[i]).requires_grad_(True)
@@ -122,6 +124,10 @@ class FrozenEncoder(nn.Module):
 
     def forward(self, l: Tensor) -> tuple[Tensor, Tensor]:
         net = self.net
+        if self.input_size and max(l.shape[-2:]) > self.input_size:
+            scale = self.input_size / max(l.shape[-2:])
+            l = F.interpolate(l, scale_factor=scale, mode="bilinear", antialias=True,
+                              align_corners=False)
         with torch.no_grad():  # the frozen part: no activations kept for backward
             gray = model_to_rgb(l.float(), torch.zeros_like(l).expand(-1, 2, -1, -1))
             x = (gray.to(l.dtype) - 0.5) / 0.5  # the normalisation EfficientNet-Lite expects

@@ -23,7 +23,7 @@ class Student(nn.Module):
     arch = "student"
 
     def __init__(self, width: float = 1.0, backbone: str | None = None, fusion: str = "concat",
-                 backbone_sha256: str | None = None, tune: int = 0) -> None:
+                 **encoder_options) -> None:
         super().__init__()
         c1, c2, c3, c4, c5 = (scaled(c, width) for c in (32, 64, 128, 256, 512))
         self.width = width
@@ -46,7 +46,7 @@ class Student(nn.Module):
         if backbone:  # imported here: a model without an encoder never loads its package
             from .backbone import FrozenEncoder, Fusion
 
-            self.pretrained = FrozenEncoder(backbone, backbone_sha256, tune)
+            self.pretrained = FrozenEncoder(backbone, **encoder_options)
             self.fusion = Fusion(c5, fusion, global_channels=max(32, c5 // 2))
 
     def latent(self, l: Tensor) -> Tensor:

@@ -61,6 +61,9 @@ RECIPES: dict[str, tuple[str, dict]] = {
                  dict(steps=2400, backbone=ENC, backbone_tune=3)),
     "enc-long": ("enc-concat, then 3,600 more steps (a second warm-up + cosine cycle)",
                  dict(steps=3600, backbone=ENC, init="enc-concat", lr=3e-4)),
+    "seed-student": ("plain student from seed-mse, the seed's distillation (0.5 · MSE + 0.5 · "
+                     "latent MSE)", dict(arch="student", steps=1500, crop=256, batch_size=8,
+                                         max_scale=1.5, teacher="seed-mse")),
     "student-kd": ("plain student from enc-long: latent + output distillation, 256² crops",
                    dict(STUDENT, teacher="enc-long")),
     "student-enc": ("half-width student keeping the frozen encoder, distilled from enc-long",
@@ -133,7 +136,9 @@ def cmd_table(args: argparse.Namespace) -> None:
 
     names = [n for n in (args.only or RECIPES) if (run_dir(n, args.runs) / "final.json").exists()]
     models = {n: run_dir(n, args.runs) / "final.safetensors" for n in names}
-    models.update({f"bundled-{m}": BUNDLED_DIR / f"{m}.safetensors" for m in args.bundled})
+    for extra in args.extra:
+        name, _, path = extra.partition("=")
+        models[name] = Path(path).with_suffix(".safetensors")
     split = json.loads((run_dir(names[0], args.runs) / "split.json").read_text())
     held_out = [(p.key, p.path) for p in photo_list(args.data) if p.key in set(split["val"])]
     sets = {"held-out": held_out}
@@ -160,7 +165,7 @@ def cmd_table(args: argparse.Namespace) -> None:
         f"{s}: PSNR_ab gain, ΔE00, CF/truth, ΔCF" for s in sets) + " |",
         "|---|---|" + "---|" * len(sets)]
     for label in [BASELINE, *models]:
-        what = RECIPES[label][0] if label in RECIPES else ""
+        what = RECIPES[label][0] if label in RECIPES else args.notes.get(label, "")
         cells = []
         for s in sets:
             base, row = results[s]["rows"][BASELINE], results[s]["rows"][label]
@@ -244,7 +249,10 @@ def main() -> None:
     p.add_argument("--data", nargs="+", default=data_default)
     p.add_argument("--benchmarks", nargs="*", default=[])
     p.add_argument("--only", nargs="+", choices=list(RECIPES))
-    p.add_argument("--bundled", nargs="*", default=[], help="also score these bundled models")
+    p.add_argument("--extra", nargs="*", default=[], metavar="NAME=WEIGHTS",
+                   help="also score these models (e.g. an earlier bundled one)")
+    p.add_argument("--note", nargs="*", default=[], metavar="NAME=TEXT",
+                   help="what an --extra model is, for the table")
     p.add_argument("--sheet", nargs="+", help="models on the contact sheet (default: first 4)")
     p.add_argument("--sheet-photos", type=int, default=8)
     p = sub.add_parser("install")
@@ -252,6 +260,7 @@ def main() -> None:
     p.add_argument("teacher", choices=list(RECIPES))
     p.add_argument("student", choices=list(RECIPES))
     args = ap.parse_args()
+    args.notes = dict(n.partition("=")[::2] for n in getattr(args, "note", []))
     {"pool": cmd_pool, "train": cmd_train, "table": cmd_table, "install": cmd_install}[
         args.command](args)
 

@@ -216,8 +216,13 @@ def cmd_install(args: argparse.Namespace) -> None:
             up = parent.get("init") or parent.get("teacher")
             chain.append(up)
             parent = RECIPES[up][1]
+        chain_cards = [json.loads((run_dir(n, args.runs) / "final.json").read_text())
+                       for n in chain]
         card.update(
             name=role, recipe_name=name, recipe_note=RECIPES[name][0],
+            recipe_chain=list(reversed(chain)),
+            train_seconds_total=round(sum(c["train_seconds"] for c in chain_cards), 1),
+            steps_total=sum(c["steps"] for c in chain_cards),
             command="python scripts/recipes.py train --only " + " ".join(reversed(chain)),
             evaluation={s: {"photos": r["photos"], "model": r["rows"][name],
                             "no_colour": r["rows"]["no colour (baseline)"]}

@@ -13,7 +13,8 @@ from safetensors import safe_open
 from retint.inference import Colorizer
 from retint.models import BUNDLED_DIR, load_weights, resolve_model_path
 
-PINNED_PARAMETERS = {"teacher": 6_321_814, "student": 5_573_570}
+# trained parameters only: the frozen encoder is not part of our weights
+PINNED_PARAMETERS = {"teacher": 7_101_846, "student": 1_685_858}
 pytestmark = pytest.mark.skipif(not (BUNDLED_DIR / "default.json").exists(),
                                 reason="bundled weights not built yet")
 
@@ -32,15 +33,34 @@ def test_bundled_model_loads_and_its_card_is_complete(name):
     assert len(data["val_photos_list"]) == data["val_photos"] > 50
     assert all(s["note"] for s in data["sources"])  # attribution and licence of each set
     assert "benchmarks" in data["not_used"]
-    assert card["command"].startswith("python scripts/train_bundled.py")
+    assert card["command"].startswith("python scripts/recipes.py train")
+    # the card names the frozen encoder, its licence and versions, and the hash it checks
+    assert card["backbone"]["name"] == "efficientnet-lite0"
+    assert card["backbone"]["licence"] == "Apache-2.0" and len(card["backbone"]["sha256"]) == 64
+    assert all(card["backbone"]["packages"].values())
+    assert set(card["evaluation"]) >= {"held-out", "bsd100", "urban100"}
 
 
-def test_default_is_the_best_bundled_model():
+def _goals(card: dict) -> tuple[int, float]:
+    held = card["evaluation"]["held-out"]
+    m, base = held["model"], held["no_colour"]
+    met = ((m["cf_ratio"] >= 0.6) + (m["psnr_ab"]["mean"] - base["psnr_ab"]["mean"] >= 0.5)
+           + (m["delta_e00"]["mean"] < base["delta_e00"]["mean"]))
+    return met, m["delta_e00"]["mean"]
+
+
+def test_default_follows_the_written_rule():
+    """Most goals met on the held-out photos, then the lowest ΔE00 (README, scripts/recipes.py)."""
     default = json.loads((BUNDLED_DIR / "default.json").read_text())["model"]
-    scores = {n: load_weights(resolve_model_path(n))[1]["validation"]["val_psnr_ab"]
-              for n in PINNED_PARAMETERS}
-    assert default == max(scores, key=scores.get)
+    cards = {n: load_weights(resolve_model_path(n))[1] for n in PINNED_PARAMETERS}
+    ranked = min(cards, key=lambda n: (-_goals(cards[n])[0], _goals(cards[n])[1]))
+    assert default == ranked
     assert Colorizer().name == default
+
+
+def test_default_model_meets_the_colour_goals_on_its_held_out_photos():
+    card = load_weights(resolve_model_path("default"))[1]
+    assert _goals(card)[0] == 3
 
 
 def test_default_model_gives_colour_and_keeps_size():

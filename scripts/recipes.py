@@ -61,7 +61,7 @@ RECIPES: dict[str, tuple[str, dict]] = {
                  dict(steps=2400, backbone=ENC, backbone_tune=3)),
     "enc-long": ("enc-concat, then 3,600 more steps (a second warm-up + cosine cycle)",
                  dict(steps=3600, backbone=ENC, init="enc-concat", lr=3e-4)),
-    "enc-long-l1": ("enc-long fine-tuned 800 steps with L1 (median colours, lower ΔE00?)",
+    "enc-long-l1": ("enc-long fine-tuned 800 steps with L1 (median colours)",
                     dict(steps=800, backbone=ENC, init="enc-long", loss="l1", lr=1e-4, warmup=50)),
     "seed-student": ("plain student from seed-mse, the seed's distillation (0.5 · MSE + 0.5 · "
                      "latent MSE)", dict(arch="student", steps=1500, crop=256, batch_size=8,

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from .color import model_to_rgb, rgb_to_model
 from .data import EpochSampler, RandomCrops, center_crops, scan_photos
 from .io import atomic_write
-from .losses import ELEMENTWISE, Adversary, ab_histogram, pixel_loss, rarity_weights
+from .losses import AB_BINS, ELEMENTWISE, Adversary, ab_histogram, pixel_loss, rarity_weights
 from .metrics import MetricMeans, ab_metrics, baseline_metrics, colourfulness
 from .models import build_model, count_parameters, load_weights, save_weights
 
@@ -170,8 +170,11 @@ class Objective:
             pred, _ = net(l)
             recon = self.recon(pred, ab)
             return recon, {"recon": recon}, pred
-        with torch.no_grad():  # one teacher pass gives its latent and its colours
-            target_ab, target_latent = self.teacher(l, return_latent=True)
+        with torch.no_grad():  # one teacher pass; its decoder runs only if its colours are used
+            if self.kd_output > 0:
+                target_ab, target_latent = self.teacher(l, return_latent=True)
+            else:
+                target_latent = self.teacher.latent(l)
         pred, latent = net(l, with_latent=True)  # one student pass gives both
         recon = self.recon(pred, ab)
         distill = F.mse_loss(latent.float(), target_latent.float())
@@ -346,8 +349,6 @@ def validate(net: Net, val_rgb: Tensor, objective: Objective, device, amp: bool,
 def training_histogram(dataset: RandomCrops, count: int = HISTOGRAM_CROPS) -> Tensor:
     """ab histogram of ``count`` random training crops: every photo, over as many epochs of
     crops as it takes (deterministic: crops are keyed by epoch and index)."""
-    from .losses import AB_BINS
-
     hist = torch.zeros(AB_BINS, AB_BINS, dtype=torch.float64)
     for k in range(count):
         rgb = dataset[(k // len(dataset), k % len(dataset))][None].float() / 255.0
@@ -439,7 +440,7 @@ def fit(cfg: TrainConfig) -> dict:
         base.update(baseline_metrics(rgb_to_model(val_rgb[i : i + 32].float() / 255.0)[1]))
     base_figures = {f"base_{k}": v for k, v in base.means().items()}
     say(f"model: {cfg.arch} x{cfg.width}"
-        + (f" + frozen {cfg.backbone} ({cfg.fusion})" if cfg.backbone else "")
+        + (f" + frozen {model.backbone} ({model.fusion_mode})" if model.backbone else "")
         + f" ({count_parameters(model):,} trained parameters) on {device}"
         + (f", {ddp.world} processes" if ddp.active else "")
         + (", distilling from " + str(cfg.teacher) if cfg.teacher else ""))
@@ -449,8 +450,8 @@ def fit(cfg: TrainConfig) -> dict:
         histogram = training_histogram(dataset)
         objective.weights = rarity_weights(histogram, cfg.rebalance).to(device)
         if ddp.main:
-            save_file({"histogram": histogram, "weights": objective.weights.cpu()},
-                      str(out / "ab_rarity.safetensors"))
+            tensors = {"histogram": histogram, "weights": objective.weights.cpu()}
+            atomic_write(out / "ab_rarity.safetensors", lambda tmp: save_file(tensors, tmp))
         say(f"rarity weights (strength {cfg.rebalance}): "
             f"{float(objective.weights.min()):.2f} to {float(objective.weights.max()):.2f}")
     sampler = EpochSampler(len(dataset), cfg.seed, ddp.rank, ddp.world,

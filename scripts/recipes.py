@@ -45,6 +45,11 @@ COMMON = dict(crop=128, batch_size=16, max_scale=2.0, lr=5e-4, warmup=200, worke
 #: its ab, sharpened x1.1): the truth alone is what pulls a model towards sepia.
 STUDENT = dict(arch="student", steps=1500, crop=256, batch_size=8, max_scale=1.5, alpha=0.25,
                beta=0.5, kd_output=1.0, kd_sharpen=1.1)
+#: Longer distillation of student-enc from the bundled teacher; the encoder sees a smaller L,
+#: as it is most of a half-width student's time. Sharpening off: at x1.1 the student out-coloured
+#: its teacher and lost PSNR on BSD100.
+FAST = dict(STUDENT, steps=2000, teacher="enc-long-l1", init="student-enc", width=0.5,
+            backbone=ENC, kd_sharpen=1.0, lr=3e-4, warmup=100)
 #: name -> (what it tests, TrainConfig overrides). ``teacher``/``init`` name other recipes.
 RECIPES: dict[str, tuple[str, dict]] = {
     "seed-mse": ("seed teacher, MSE (the seed's recipe)", dict(steps=2400)),
@@ -59,6 +64,10 @@ RECIPES: dict[str, tuple[str, dict]] = {
                  dict(steps=2400, backbone=ENC, fusion="film")),
     "enc-tune": ("enc-concat with the encoder's last 3 blocks fine-tuned (lr x0.1)",
                  dict(steps=2400, backbone=ENC, backbone_tune=3)),
+    "enc-deep": ("enc-concat fusing the last block (15: 320 channels, stride 32) instead",
+                 dict(steps=2400, backbone=ENC, backbone_blocks=(15,))),
+    "enc-both": ("enc-concat fusing blocks 10 and 15 (stride 16 + stride 32)",
+                 dict(steps=2400, backbone=ENC, backbone_blocks=(10, 15))),
     "enc-long": ("enc-concat, then 3,600 more steps (a second warm-up + cosine cycle)",
                  dict(steps=3600, backbone=ENC, init="enc-concat", lr=3e-4)),
     "enc-long-l1": ("enc-long fine-tuned 800 steps with L1 (median colours)",
@@ -70,7 +79,23 @@ RECIPES: dict[str, tuple[str, dict]] = {
                    dict(STUDENT, teacher="enc-long")),
     "student-enc": ("half-width student keeping the frozen encoder, distilled from enc-long",
                     dict(STUDENT, teacher="enc-long", width=0.5, backbone=ENC)),
+    "student-fast": ("student-enc, 2,000 more steps from enc-long-l1 (not sharpened), the "
+                     "encoder fed 128² L", dict(FAST, backbone_size=128)),
+    "student-fast160": ("student-fast with the encoder fed 160² L",
+                        dict(FAST, backbone_size=160)),
 }
+
+
+def builds_on(name: str) -> list[str]:
+    """``name`` and every run it starts from or distils from, in training order (recipes are
+    defined after the ones they build on)."""
+    chain, todo = [], [name]
+    while todo:
+        here = todo.pop(0)
+        if here not in chain:
+            chain.append(here)
+            todo += [RECIPES[here][1][k] for k in ("init", "teacher") if RECIPES[here][1].get(k)]
+    return sorted(chain, key=list(RECIPES).index)
 
 
 def run_dir(name: str, runs: Path = RUNS) -> Path:
@@ -211,19 +236,15 @@ def cmd_install(args: argparse.Namespace) -> None:
         run = run_dir(name, args.runs)
         model, card = load_weights(run / "final")
         split = json.loads((run / "split.json").read_text())
-        chain, parent = [name], RECIPES[name][1]
-        while parent.get("init") or parent.get("teacher"):  # every run this one builds on
-            up = parent.get("init") or parent.get("teacher")
-            chain.append(up)
-            parent = RECIPES[up][1]
+        chain = builds_on(name)
         chain_cards = [json.loads((run_dir(n, args.runs) / "final.json").read_text())
                        for n in chain]
         card.update(
             name=role, recipe_name=name, recipe_note=RECIPES[name][0],
-            recipe_chain=list(reversed(chain)),
+            recipe_chain=chain,
             train_seconds_total=round(sum(c["train_seconds"] for c in chain_cards), 1),
             steps_total=sum(c["steps"] for c in chain_cards),
-            command="python scripts/recipes.py train --only " + " ".join(reversed(chain)),
+            command="python scripts/recipes.py train --only " + " ".join(chain),
             evaluation={s: {"photos": r["photos"], "model": r["rows"][name],
                             "no_colour": r["rows"]["no colour (baseline)"]}
                         for s, r in all_results.items()})

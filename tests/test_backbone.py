@@ -202,3 +202,39 @@ def test_encoder_input_size_shrinks_what_it_sees_and_is_recorded(tmp_path):
     loaded, card = load_weights(tmp_path / "small")
     assert card["backbone"]["input_size"] == 64 and loaded.pretrained.input_size == 64
     assert torch.allclose(loaded(l), model.eval()(l), atol=1e-5)
+
+
+def test_several_encoder_blocks_are_fused_on_the_shallowest_grid(encoder, tmp_path):
+    """Block 10 (112 ch, stride 16) with block 15 (320 ch, stride 32, upsampled): 432 channels
+    on the stride-16 grid, the same block-10 maps as alone, and the choice survives saving."""
+    both = FrozenEncoder(NAME, blocks=(15, 10))
+    assert both.blocks == (10, 15) and both.channels == 432
+    l = torch.rand(1, 1, 128, 96)
+    features, pooled = both(l)
+    alone, pooled_alone = encoder(l)
+    assert features.shape == (1, 432, 8, 6)
+    assert torch.equal(features[:, :112], alone) and torch.equal(pooled, pooled_alone)
+    assert features[:, 112:].abs().sum() > 0
+    model = build_model("teacher", 0.25, backbone=NAME, blocks=(10, 15))
+    assert model.fusion.mix[0].in_channels == model.latent_channels + 432 + 256
+    assert model(l).shape == (1, 2, 128, 96)
+    save_weights(model, tmp_path / "blocks")
+    loaded, card = load_weights(tmp_path / "blocks")
+    assert card["backbone"]["blocks"] == [10, 15] and loaded.pretrained.blocks == (10, 15)
+    assert torch.allclose(loaded(l), model.eval()(l), atol=1e-5)
+    with pytest.raises(ValueError, match="blocks must be in 0..15"):
+        FrozenEncoder(NAME, blocks=(16,))
+
+
+def test_backbone_blocks_flag_reaches_the_model_and_rejects_nonsense(photos_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(photos_dir), "-o", str(run), "--backbone", NAME,
+                 "--backbone-blocks", "7,10", "--width", "0.25", "--steps", "1",
+                 "--batch-size", "2", "--crop", "32", "--val-size", "32", "--workers", "0",
+                 "--quiet"]) == 0
+    card = json.loads((run / "final.json").read_text())
+    assert card["backbone"]["blocks"] == [7, 10]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(photos_dir), "-o", str(tmp_path / "bad"), "--backbone-blocks", "ten"])
+    assert exit_info.value.code == 2
+    assert "block numbers like 10,15" in capsys.readouterr().err

@@ -207,6 +207,13 @@ def _unit_interval(text: str) -> float:
     return value
 
 
+def _block_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected block numbers like 10,15: {text!r}") from None
+
+
 def _train_config(args: argparse.Namespace, **overrides):
     from .train import TrainConfig
 
@@ -286,6 +293,9 @@ def _add_training_options(p: argparse.ArgumentParser, arch: str) -> None:
                    help="their learning rate as a fraction of --lr (default 0.1)")
     p.add_argument("--backbone-size", type=int, metavar="PX",
                    help="shrink L to this long side for the encoder (default: as given)")
+    p.add_argument("--backbone-blocks", type=_block_list, metavar="I,J",
+                   help="encoder blocks whose feature maps are fused, e.g. 10,15 (default 10: "
+                   "stride 16; 11-15 are stride 32, upsampled)")
     p.add_argument("--loss", choices=["mse", "l1", "huber"], help="reconstruction loss")
     p.add_argument("--rebalance", type=_unit_interval, metavar="S",
                    help="rarity weighting of the loss by the training ab histogram, 0 (off) "

@@ -55,6 +55,7 @@ class TrainConfig:
     backbone_tune: int = 0  # fine-tune copies of the encoder's last N blocks (stride 16)
     backbone_lr: float = 0.1  # their learning rate, as a fraction of ``lr``
     backbone_size: int = 0  # long side of L as the encoder sees it; 0 = the input's
+    backbone_blocks: tuple[int, ...] = (10,)  # encoder blocks whose maps are fused
     init: str | None = None  # start from these weights (fine-tuning), not from scratch
     teacher: str | None = None  # a teacher's weights: distil into ``arch`` instead of training
     alpha: float = 0.5  # weight of the reconstruction loss (distillation)
@@ -392,7 +393,7 @@ def fit(cfg: TrainConfig) -> dict:
 
     # -- model, objective, optimiser
     model = build_model(cfg.arch, cfg.width, cfg.backbone, cfg.fusion, tune=cfg.backbone_tune,
-                        input_size=cfg.backbone_size)
+                        input_size=cfg.backbone_size, blocks=tuple(cfg.backbone_blocks))
     if cfg.init:
         start, _ = load_weights(cfg.init)
         model.load_state_dict(start.state_dict())

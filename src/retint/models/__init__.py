@@ -68,7 +68,8 @@ def save_weights(
         from .backbone import backbone_info
 
         meta["backbone"] = {**backbone_info(model.backbone), "tuned_blocks": model.pretrained.tune,
-                            "input_size": model.pretrained.input_size}
+                            "input_size": model.pretrained.input_size,
+                            "blocks": list(model.pretrained.blocks)}
         meta["fusion"] = model.fusion_mode
     weights_path, card_path = _paths(path)
     atomic_write(weights_path, lambda tmp: save_file(tensors, tmp))
@@ -90,7 +91,8 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     model = build_model(card["arch"], card.get("width", 1.0), backbone.get("name"),
                         card.get("fusion", "concat"), sha256=backbone.get("sha256"),
                         tune=backbone.get("tuned_blocks", 0),
-                        input_size=backbone.get("input_size", 0))
+                        input_size=backbone.get("input_size", 0),
+                        blocks=tuple(backbone.get("blocks", (10,))))  # older cards: block 10
     state = load_file(str(weights_path))
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state)

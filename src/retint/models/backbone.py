@@ -33,7 +33,7 @@ BACKBONES = {
     },
 }
 FEATURE_BLOCK = 10  # last block at stride 16: 112 channels on the teacher's bottleneck grid
-FEATURE_CHANNELS = 112
+FEATURE_BLOCKS = (FEATURE_BLOCK,)  # the default: which blocks' outputs are fused
 POOLED_CHANNELS = 1280
 
 
@@ -60,7 +60,7 @@ def backbone_info(name: str) -> dict:
             versions[spec[key]] = None
     return {"name": name, "packages": versions, "sha256": spec["sha256"],
             "licence": spec["licence"], "source": spec["source"],
-            "feature_block": FEATURE_BLOCK}
+            "feature_block": FEATURE_BLOCK}  # where fine-tuned copies end (see FrozenEncoder)
 
 
 def _load_efficientnet(name: str, expected_sha256: str) -> nn.Module:
@@ -85,13 +85,17 @@ def _load_efficientnet(name: str, expected_sha256: str) -> nn.Module:
 
 
 class FrozenEncoder(nn.Module):
-    """L (B,1,H,W) in [0,1] -> stride-16 features (B,112,H/16,W/16) and a pooled (B,1280) code.
+    """L (B,1,H,W) in [0,1] -> spatial features (B,C,h,w) and a pooled (B,1280) code.
+
+    The spatial features are the outputs of ``blocks`` (default: block 10, 112 channels at
+    stride 16); several blocks are concatenated on the grid of the shallowest one, deeper
+    (stride-32) maps upsampled. ``channels`` is their total C.
 
     The network sits in a plain list, not as a child module: it has no entries in
     ``state_dict()`` or ``parameters()``, stays in eval mode whatever ``train()`` is called on
     its parent, and only follows the parent's device and dtype moves (``_apply``).
 
-    ``tune`` > 0 fine-tunes copies of the last ``tune`` blocks before the stride-16 output: those
+    ``tune`` > 0 fine-tunes copies of the last ``tune`` blocks up to block 10: those
     copies are ordinary trainable submodules (``tuned.*``, saved with our weights, BatchNorm
     statistics kept frozen); the pretrained originals stay untouched. ``input_size`` > 0 shrinks
     L to that long side before the encoder (its cost falls with the square; the features are
@@ -99,14 +103,20 @@ class FrozenEncoder(nn.Module):
     """
 
     def __init__(self, name: str = "efficientnet-lite0", sha256: str | None = None,
-                 tune: int = 0, input_size: int = 0) -> None:
+                 tune: int = 0, input_size: int = 0,
+                 blocks: tuple[int, ...] = FEATURE_BLOCKS) -> None:
         super().__init__()
         if name not in BACKBONES:
             raise BackboneError(f"unknown encoder {name!r} (choose from {', '.join(BACKBONES)})")
         if not 0 <= tune <= FEATURE_BLOCK + 1:
             raise ValueError(f"can fine-tune 0 to {FEATURE_BLOCK + 1} encoder blocks, not {tune}")
-        self.name, self.tune, self.input_size = name, tune, input_size
         self._net = [_load_efficientnet(name, sha256 or BACKBONES[name]["sha256"])]
+        count = len(self.net._blocks)
+        blocks = tuple(sorted(set(blocks)))
+        if not blocks or not all(0 <= b < count for b in blocks):
+            raise ValueError(f"encoder blocks must be in 0..{count - 1}, not {list(blocks)}")
+        self.name, self.tune, self.input_size, self.blocks = name, tune, input_size, blocks
+        self.channels = sum(self.net._blocks[b]._bn2.num_features for b in blocks)
         self.first_tuned = FEATURE_BLOCK + 1 - tune
         self.tuned = nn.ModuleList(copy.deepcopy(self.net._blocks[i]).requires_grad_(True)
                                    for i in range(self.first_tuned, FEATURE_BLOCK + 1))
@@ -128,19 +138,27 @@ class FrozenEncoder(nn.Module):
             scale = self.input_size / max(l.shape[-2:])
             l = F.interpolate(l, scale_factor=scale, mode="bilinear", antialias=True,
                               align_corners=False)
-        with torch.no_grad():  # the frozen part: no activations kept for backward
+        # Frozen blocks keep no activations for backward, except after fine-tuned copies, whose
+        # gradients flow back through them.
+        grad, taken = torch.is_grad_enabled(), []
+        with torch.no_grad():
             gray = model_to_rgb(l.float(), torch.zeros_like(l).expand(-1, 2, -1, -1))
             x = (gray.to(l.dtype) - 0.5) / 0.5  # the normalisation EfficientNet-Lite expects
             x = net._swish(net._bn0(net._conv_stem(x)))
-            for block in net._blocks[: self.first_tuned]:
-                x = block(x)
-        for block in self.tuned:
-            x = block(x)
-        features = x
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.tune > 0):
-            for block in net._blocks[FEATURE_BLOCK + 1 :]:
-                x = block(x)
+        for i, block in enumerate(net._blocks):
+            if self.first_tuned <= i <= FEATURE_BLOCK:
+                x = self.tuned[i - self.first_tuned](x)
+            else:
+                with torch.set_grad_enabled(grad and self.tune > 0 and i > FEATURE_BLOCK):
+                    x = block(x)
+            if i in self.blocks:
+                taken.append(x)
+        with torch.set_grad_enabled(grad and self.tune > 0):
             pooled = net._swish(net._bn1(net._conv_head(x))).mean((2, 3))
+        size = taken[0].shape[-2:]
+        features = torch.cat([t if t.shape[-2:] == size else
+                              F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+                              for t in taken], 1)
         return features, pooled
 
 
@@ -153,13 +171,14 @@ class Fusion(nn.Module):
     scale and shift of the latent (FiLM), which leaves the latent's channels in charge.
     """
 
-    def __init__(self, channels: int, mode: str = "concat", global_channels: int = 256) -> None:
+    def __init__(self, channels: int, mode: str = "concat", global_channels: int = 256,
+                 feature_channels: int = 112) -> None:
         super().__init__()
         if mode not in ("concat", "film"):
             raise ValueError(f"unknown fusion {mode!r} (use concat or film)")
         self.mode = mode
         self.project_pooled = nn.Linear(POOLED_CHANNELS, global_channels)
-        side = FEATURE_CHANNELS + global_channels
+        side = feature_channels + global_channels
         if mode == "concat":
             self.mix = nn.Sequential(nn.Conv2d(channels + side, channels, kernel_size=1),
                                      nn.BatchNorm2d(channels), nn.LeakyReLU(0.2))

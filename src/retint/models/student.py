@@ -47,7 +47,8 @@ class Student(nn.Module):
             from .backbone import FrozenEncoder, Fusion
 
             self.pretrained = FrozenEncoder(backbone, **encoder_options)
-            self.fusion = Fusion(c5, fusion, global_channels=max(32, c5 // 2))
+            self.fusion = Fusion(c5, fusion, global_channels=max(32, c5 // 2),
+                                 feature_channels=self.pretrained.channels)
 
     def latent(self, l: Tensor) -> Tensor:
         """The (fused) latent: what distillation compares with the teacher's."""

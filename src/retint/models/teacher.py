@@ -44,7 +44,7 @@ class Teacher(nn.Module):
             from .backbone import FrozenEncoder, Fusion
 
             self.pretrained = FrozenEncoder(backbone, **encoder_options)
-            self.fusion = Fusion(c5, fusion)
+            self.fusion = Fusion(c5, fusion, feature_channels=self.pretrained.channels)
 
     def _encode(self, l: Tensor) -> tuple[Tensor, list[Tensor]]:
         e1 = self.enc1(l)

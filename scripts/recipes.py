@@ -50,6 +50,8 @@ STUDENT = dict(arch="student", steps=1500, crop=256, batch_size=8, max_scale=1.5
 #: its teacher and lost PSNR on BSD100.
 FAST = dict(STUDENT, steps=2000, teacher="enc-long-l1", init="student-enc", width=0.5,
             backbone=ENC, kd_sharpen=1.0, lr=3e-4, warmup=100)
+#: Longer distillation of the plain student (no encoder: the fast one) from the bundled teacher.
+PLAIN = dict(STUDENT, teacher="enc-long-l1", init="student-kd", lr=3e-4, warmup=100)
 #: name -> (what it tests, TrainConfig overrides). ``teacher``/``init`` name other recipes.
 RECIPES: dict[str, tuple[str, dict]] = {
     "seed-mse": ("seed teacher, MSE (the seed's recipe)", dict(steps=2400)),
@@ -79,6 +81,10 @@ RECIPES: dict[str, tuple[str, dict]] = {
                    dict(STUDENT, teacher="enc-long")),
     "student-enc": ("half-width student keeping the frozen encoder, distilled from enc-long",
                     dict(STUDENT, teacher="enc-long", width=0.5, backbone=ENC)),
+    "student-sharp": ("student-kd, 1,500 more steps from enc-long-l1, its ab sharpened x1.25",
+                      dict(PLAIN, kd_sharpen=1.25)),
+    "student-mimic": ("student-kd, 1,500 more steps learning from enc-long-l1 alone (no truth)",
+                      dict(PLAIN, alpha=0.0)),
     "student-fast": ("student-enc, 2,000 more steps from enc-long-l1 (not sharpened), the "
                      "encoder fed 128² L", dict(FAST, backbone_size=128)),
     "student-fast160": ("student-fast with the encoder fed 160² L",

@@ -213,6 +213,10 @@ def cmd_table(args: argparse.Namespace) -> None:
     (args.runs / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"default by the rule: {pick_default(results['held-out'], list(models))}")
+    if "bsd100" in results and "enc-long-l1" in models:
+        fast = [n for n in models if n.startswith("student")
+                and fast_goal_met(results, "enc-long-l1", n)]
+        print(f"students within the fast-model goal of enc-long-l1: {', '.join(fast) or 'none'}")
 
 
 def goals_met(summary: dict, label: str) -> int:
@@ -229,6 +233,17 @@ def pick_default(summary: dict, labels: list[str]) -> str:
     the true colours, which punishes both sepia and confidently wrong colour)."""
     return min(labels, key=lambda m: (-goals_met(summary, m),
                                       summary["rows"][m]["delta_e00"]["mean"]))
+
+
+def fast_goal_met(results: dict, teacher: str, student: str) -> bool:
+    """The fast model's quality goal: within 0.5 dB PSNR_ab and 10 points of colourfulness of
+    the teacher on the held-out photos and on BSD100 (its >= 2x speed is `retint bench`'s)."""
+    for name in ("held-out", "bsd100"):
+        t, s = results[name]["rows"][teacher], results[name]["rows"][student]
+        if (t["psnr_ab"]["mean"] - s["psnr_ab"]["mean"] > 0.5
+                or t["cf_ratio"] - s["cf_ratio"] > 0.10):
+            return False
+    return True
 
 
 def cmd_install(args: argparse.Namespace) -> None:

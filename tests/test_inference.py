@@ -22,6 +22,7 @@ from skimage.transform import resize
 import retint.models
 from retint.inference import Colorizer
 from retint.io import read_rgb, write_image
+from retint.models import build_model, save_weights
 
 HAS_BUNDLED = (Path(retint.models.BUNDLED_DIR) / "default.json").exists()
 needs_bundled = pytest.mark.skipif(not HAS_BUNDLED, reason="bundled weights not built yet")
@@ -368,3 +369,14 @@ def test_saturation_is_range_checked_and_named(model_files):
         Colorizer(model=str(model_files["student"]), device="cpu", saturation=-1)
     c = Colorizer(model=str(model_files["student"]), device="cpu", saturation=1.3)
     assert c.name.endswith("(saturation 1.3)")
+
+
+def test_a_runs_final_weights_are_named_after_the_run(tmp_path):
+    """Two runs' final.safetensors must not both print as "final" in bench/evaluate tables."""
+    for run in ("run-a", "run-b"):
+        save_weights(build_model("student", 0.25), tmp_path / run / "final")
+    names = {Colorizer(model=str(tmp_path / r / "final"), device="cpu").name
+             for r in ("run-a", "run-b")}
+    assert names == {"run-a/final", "run-b/final"}
+    save_weights(build_model("student", 0.25), tmp_path / "mine")
+    assert Colorizer(model=str(tmp_path / "mine"), device="cpu").name == "mine"

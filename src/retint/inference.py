@@ -68,7 +68,9 @@ class Colorizer:
 
     @property
     def name(self) -> str:
-        base = self.card.get("name", self.model_path.stem)
+        stem = self.model_path.stem  # a run's best/final are told apart by their run folder
+        base = self.card.get("name") or (f"{self.model_path.parent.name}/{stem}"
+                                         if stem in ("best", "final") else stem)
         return base if self.saturation == 1.0 else f"{base} (saturation {self.saturation:g})"
 
     @torch.no_grad()

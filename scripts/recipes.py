@@ -5,7 +5,7 @@
     python scripts/recipes.py table --benchmarks ../shared/data/benchmarks/bsd100 \\
         ../shared/data/benchmarks/urban100 --data ../shared/data/photos \\
         ../shared/data/imagenet-sample            # -> runs/recipes/results.md, .json, sheet
-    python scripts/recipes.py install enc-concat student-enc   # teacher, student -> package
+    python scripts/recipes.py install enc-long-l1 student-mimic   # teacher, student -> package
 
 ``pool`` makes a training copy of the photos with the long side at 448 px (training crops are
 taken after resizing the short side to 128-256 px, so little is lost) which makes a CPU epoch
@@ -16,7 +16,8 @@ that split's held-out photos at full resolution, and on the benchmark sets.
 
 The default model is chosen by a written rule (:func:`pick_default`): most of the three goals
 met on the held-out photos (colourfulness >= 60 % of the truth, PSNR_ab >= 0.5 dB above no
-colour, ΔE00 below no colour), then the lowest ΔE00.
+colour, ΔE00 below no colour), then the lowest ΔE00. The bundled student is one that meets the
+fast-model goal (:func:`fast_goal_met`, and >= 2x the teacher's speed in ``retint bench``).
 """
 
 from __future__ import annotations

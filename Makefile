@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # only needs torch>=2.2.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint install clean system-tools
+.PHONY: demo test lint install clean system-tools results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,18 @@ install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/retint demo -o out
+
+# The README's results tables, sheet and bundled weights, from the shared photo pool (hours on CPU;
+# runs already trained under runs/recipes are kept, and scores are cached).
+SHARED ?= ../shared/data
+RECIPES := $(BIN)/python scripts/recipes.py
+results: $(VENV)/.installed
+	$(RECIPES) pool --data $(SHARED)/photos $(SHARED)/imagenet-sample
+	$(RECIPES) train --data $(SHARED)/photos $(SHARED)/imagenet-sample
+	$(RECIPES) table --data $(SHARED)/photos $(SHARED)/imagenet-sample \
+		--benchmarks $(SHARED)/benchmarks/bsd100 $(SHARED)/benchmarks/urban100 \
+		--sheet seed-mse enc-long-l1 student-mimic student-enc
+	$(RECIPES) install enc-long-l1 student-mimic
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests scripts

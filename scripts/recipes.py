@@ -1,11 +1,10 @@
-"""Train, compare and install the colour recipes behind the README's results table.
+"""Train, compare and install the colour recipes behind the results document.
 
-    python scripts/recipes.py pool  --data ../shared/data/photos ../shared/data/imagenet-sample
-    python scripts/recipes.py train                 # every recipe not trained yet (hours on CPU)
+    python scripts/recipes.py pool                  # resized copies of the four training sets
+    python scripts/recipes.py train --only enc-long-l1 pool-pyramid   # hours on CPU
     python scripts/recipes.py table --benchmarks ../shared/data/benchmarks/bsd100 \\
-        ../shared/data/benchmarks/urban100 --data ../shared/data/photos \\
-        ../shared/data/imagenet-sample            # -> runs/recipes/results.md, .json, sheet
-    python scripts/recipes.py install enc-long-l1 student-mimic   # teacher, student -> package
+        ../shared/data/benchmarks/urban100        # -> runs/recipes/results.md, .json, sheet
+    python scripts/recipes.py install pool-pyramid student-mimic   # teacher, student -> package
 
 ``pool`` makes a training copy of the photos with the long side at 448 px (training crops are
 taken after resizing the short side to 128-256 px, so little is lost) which makes a CPU epoch
@@ -14,22 +13,26 @@ several times faster; folder names are kept, so the validation split (a hash of
 ``table`` scores each run's *final* weights (end of the schedule, never picked by a metric) on
 that split's held-out photos at full resolution, and on the benchmark sets.
 
-The default model is chosen by a written rule (:func:`pick_default`): most of the three goals
-met on the held-out photos (colourfulness >= 60 % of the truth, PSNR_ab >= 0.5 dB above no
-colour, ΔE00 below no colour), then the lowest ΔE00. The bundled student is one that meets the
-fast-model goal (:func:`fast_goal_met`, and >= 2x the teacher's speed in ``retint bench``).
+The default model and the fast one are chosen by the written rules of :mod:`retint.goals`.
+A run that is missing here but is what a bundled model was trained as is restored from the
+bundled weights when named in ``train --only`` (:func:`restore_bundled`), so a recipe can build
+on it without retraining its whole chain.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+from retint.evaluate import BASELINE
+from retint.goals import fast_goal_met, pick_default
 from retint.models import BUNDLED_DIR, load_weights, save_weights
 from retint.train import TrainConfig, fit
 
@@ -46,13 +49,10 @@ COMMON = dict(crop=128, batch_size=16, max_scale=2.0, lr=5e-4, warmup=200, worke
 #: its ab, sharpened x1.1): the truth alone is what pulls a model towards sepia.
 STUDENT = dict(arch="student", steps=1500, crop=256, batch_size=8, max_scale=1.5, alpha=0.25,
                beta=0.5, kd_output=1.0, kd_sharpen=1.1)
-#: Longer distillation of student-enc from the bundled teacher; the encoder sees a smaller L,
-#: as it is most of a half-width student's time. Sharpening off: at x1.1 student-enc was more
-#: colourful than its teacher on BSD100 (77 % vs 68 % of the truth).
-FAST = dict(STUDENT, steps=2000, teacher="enc-long-l1", init="student-enc", width=0.5,
-            backbone=ENC, kd_sharpen=1.0, lr=3e-4, warmup=100)
 #: Longer distillation of the plain student (no encoder: the fast one) from the bundled teacher.
 PLAIN = dict(STUDENT, teacher="enc-long-l1", init="student-kd", lr=3e-4, warmup=100)
+#: Fine-tunes of the bundled teacher on the whole pool, in bf16 autocast where the CPU has it.
+POOLED = dict(steps=3000, backbone=ENC, init="enc-long-l1", loss="l1", lr=2e-4, warmup=100)
 #: name -> (what it tests, TrainConfig overrides). ``teacher``/``init`` name other recipes.
 RECIPES: dict[str, tuple[str, dict]] = {
     "seed-mse": ("seed teacher, MSE (the seed's recipe)", dict(steps=2400)),
@@ -63,14 +63,6 @@ RECIPES: dict[str, tuple[str, dict]] = {
                  dict(steps=800, init="seed-mse", gan_weight=0.005, lr=1e-4, warmup=50)),
     "enc-concat": ("teacher + frozen EfficientNet-Lite0, concat fusion, MSE",
                    dict(steps=2400, backbone=ENC)),
-    "enc-film": ("teacher + frozen EfficientNet-Lite0, FiLM fusion, MSE",
-                 dict(steps=2400, backbone=ENC, fusion="film")),
-    "enc-tune": ("enc-concat with the encoder's last 3 blocks fine-tuned (lr x0.1)",
-                 dict(steps=2400, backbone=ENC, backbone_tune=3)),
-    "enc-deep": ("enc-concat fusing the last block (15: 320 channels, stride 32) instead",
-                 dict(steps=2400, backbone=ENC, backbone_blocks=(15,))),
-    "enc-both": ("enc-concat fusing blocks 10 and 15 (stride 16 + stride 32)",
-                 dict(steps=2400, backbone=ENC, backbone_blocks=(10, 15))),
     "enc-long": ("enc-concat, then 3,600 more steps (a second warm-up + cosine cycle)",
                  dict(steps=3600, backbone=ENC, init="enc-concat", lr=3e-4)),
     "enc-long-l1": ("enc-long fine-tuned 800 steps with L1 (median colours)",
@@ -86,11 +78,56 @@ RECIPES: dict[str, tuple[str, dict]] = {
                       dict(PLAIN, kd_sharpen=1.25)),
     "student-mimic": ("student-kd, 1,500 more steps learning from enc-long-l1 alone (no truth)",
                       dict(PLAIN, alpha=0.0)),
-    "student-fast": ("student-enc, 2,000 more steps from enc-long-l1 (not sharpened), the "
-                     "encoder fed 128² L", dict(FAST, backbone_size=128)),
-    "student-fast160": ("student-fast with the encoder fed 160² L",
-                        dict(FAST, backbone_size=160)),
+    # Quality levers (issue: colour that holds up), each a fine-tune of the bundled teacher at
+    # equal steps on the whole pool (photos, imagenet-sample, people, streets).
+    "pool-l1": ("enc-long-l1 fine-tuned on the whole pool (2,008 photos: + people, streets), L1",
+                dict(POOLED)),
+    "pool-pyramid": ("pool-l1 with the encoder's stride-4/8/32 features added to the decoder "
+                     "(zero-initialised skips)", dict(POOLED, pyramid=True)),
+    "pool-feature": ("pool-pyramid + a perceptual loss (Lite0 features at strides 4-16, "
+                     "weight 0.25)", dict(POOLED, pyramid=True, feature_weight=0.25)),
+    "pool-cast": ("pool-pyramid + a colour-cast loss (each crop's mean ab against the truth's, "
+                  "weight 1)", dict(POOLED, pyramid=True, cast_weight=1.0)),
+    "student-pool": ("student-mimic, 1,500 more steps learning from pool-pyramid alone (no "
+                     "truth), on the whole pool", dict(PLAIN, alpha=0.0, init="student-mimic",
+                                                       teacher="pool-pyramid")),
+    "pool-aged": ("pool-pyramid with half the crops' L aged (grain, blur, fading, scratches, "
+                  "JPEG)", dict(POOLED, pyramid=True, old_photo=0.5)),
 }
+
+
+#: The training sets (folders of ../shared/data) and what a model card must say about them.
+DATA_NOTES = {
+    "photos": "Photos from Debian and PyPI packages (wallpapers, game and test data), each "
+    "under its package's licence; see {manifest}. Licences: {licences}.",
+    "imagenet-sample": "One photo per ImageNet (ILSVRC-2012) class. Copyright stays with the "
+    "owners; ImageNet's terms allow non-commercial research and education only, so these "
+    "weights carry that restriction.",
+    "people": "644 colour portraits gathered from Pixabay (via the public repository "
+    "Hossein88-eng/gender-classification-doe), under the Pixabay Content License.",
+    "streets": "142 frames of city driving scenes from the CamVid dataset (Brostow et al. "
+    "2008), under Creative Commons BY-NC 4.0 (personal and research use).",
+}
+
+
+def data_card(roots: list[str], scan_counts: dict) -> dict:
+    """Where the training photos came from, with their licences."""
+    sources = []
+    for root in map(Path, roots):
+        manifest = root / "manifest.csv"
+        licences = ""
+        if manifest.exists():
+            with manifest.open() as f:
+                counts = Counter(r.get("license", "?") for r in csv.DictReader(f))
+            licences = ", ".join(f"{k} ({v})" for k, v in counts.most_common())
+        note = DATA_NOTES.get(root.name, "")
+        sources.append({
+            "folder": root.name,
+            "photos": sum(1 for p in root.rglob("*") if p.suffix.lower() in (".jpg", ".png")),
+            "note": note.format(manifest=f"{root.name}/manifest.csv", licences=licences),
+        })
+    return {"sources": sources, **scan_counts,
+            "not_used": "benchmarks/bsd100 and benchmarks/urban100 (evaluation only)"}
 
 
 def builds_on(name: str) -> list[str]:
@@ -139,17 +176,41 @@ def cmd_pool(args: argparse.Namespace) -> None:
     print(f"pool in {POOL}")
 
 
+def restore_bundled(name: str, runs: Path = RUNS) -> bool:
+    """A run that is missing here but is what a bundled model was trained as: copy the
+    bundled weights (stored in fp16) in as its final weights, so recipes that build on it can
+    start without retraining the whole chain. True if restored."""
+    for role in ("teacher", "student"):
+        card = json.loads((BUNDLED_DIR / f"{role}.json").read_text())
+        if card.get("recipe_name") == name:
+            model, card = load_weights(BUNDLED_DIR / role)
+            card["restored_from"] = f"bundled {role} (fp16)"
+            save_weights(model, run_dir(name, runs) / "final", card)
+            return True
+    return False
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     data = [str(POOL / Path(d).name) for d in args.data] if args.pool else args.data
     for name in args.only or RECIPES:
         if (run_dir(name, args.runs) / "final.safetensors").exists():
             print(f"{name}: already trained")
             continue
+        if args.only and restore_bundled(name, args.runs):
+            print(f"{name}: restored from the bundled weights")
+            continue
         print(f"== {name}: {RECIPES[name][0]}")
-        fit(config(name, data, args.runs))
+        cfg = config(name, data, args.runs)
+        cfg.time_budget, cfg.resume = args.time_budget, (Path(cfg.out) / "last.pt").exists()
+        fit(cfg)
 
 
-def _evaluate(photos: list, models: dict[str, Path], sheet: Path | None = None) -> dict:
+#: Views of the held-out photos, by key prefix: reported as sets of their own.
+VIEWS = {"people": "people/", "streets": "streets/"}
+
+
+def _evaluate(photos: list, models: dict[str, Path], sheet: Path | None = None,
+              views: dict[str, str] | None = None) -> dict:
     """``retint evaluate``'s scores at full resolution (what users get), summary only."""
     from retint.evaluate import evaluate
     from retint.inference import Colorizer
@@ -160,98 +221,172 @@ def _evaluate(photos: list, models: dict[str, Path], sheet: Path | None = None) 
         c.card["name"] = name
         colorizers.append(c)
     return evaluate(photos, colorizers, resolutions=("full",), sheet=sheet, sheet_count=8,
-                    progress=True)["summary"]["full"]
+                    views=views, progress=True)["summary"]["full"]
+
+
+def _scored(args: argparse.Namespace, set_name: str, photos: list, name: str, path: Path,
+            views: dict[str, str] | None) -> dict:
+    """One model's summary on one set, from the cache unless the weights are newer."""
+    cache = args.runs / "eval" / set_name / f"{name}.json"
+    if not cache.exists() or cache.stat().st_mtime < path.stat().st_mtime:
+        print(f"evaluating {name} on {len(photos)} photos of {set_name}", file=sys.stderr)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(_evaluate(photos, {name: path}, views=views)) + "\n")
+    return json.loads(cache.read_text())
+
+
+def _merge(results: dict, set_name: str, summary: dict, name: str) -> None:
+    """Add one model's rows (and the shared no-colour row and truth figures) to a set."""
+    out = results.setdefault(set_name, {"rows": {}, "neutral": {"rows": {}}})
+    out.update(photos=summary["photos"], b_truth=summary["b_truth"],
+               a_truth=summary["a_truth"])
+    for key in (name, BASELINE):
+        out["rows"][key] = summary["rows"][key]
+        out["neutral"]["rows"][key] = summary["neutral"]["rows"][key]
+    out["neutral"]["photos"] = summary["neutral"]["photos"]
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _table_lines(results: dict, models: dict, notes: dict) -> list[str]:
+    """One Markdown table per set: a row per model, the no-colour row first."""
+    lines = []
+    for set_name, res in results.items():
+        base, nbase = res["rows"][BASELINE], res["neutral"]["rows"].get(BASELINE)
+        lines += [f"**{set_name}** ({res['photos']} photos; truth mean b* "
+                  f"{res['b_truth']['mean']:+.1f}; near-neutral: {res['neutral']['photos']})", "",
+                  "| model | PSNR_ab gain | ΔE00 | CF/truth | mean b* | cast | Fréchet-Lite1 | "
+                  "top-1 agree | near-neutral ΔE00 |", "|---" * 9 + "|"]
+        for label in [BASELINE, *models]:
+            row = res["rows"][label]
+            neutral = (res["neutral"]["rows"].get(label) or {}).get("delta_e00", {})
+            cells = [f"{row['psnr_ab']['mean'] - base['psnr_ab']['mean']:+.2f} dB",
+                     f"{row['delta_e00']['mean']:.2f}", f"{row['cf_ratio']:.0%}",
+                     f"{row['b_mean']['mean']:+.1f}", f"{row['cast']['mean']:.1f}",
+                     _fmt(row.get("frechet_lite1"), ".1f"), _fmt(row.get("top1_agreement"), ".0%"),
+                     _fmt(neutral.get("mean") if nbase else None, ".2f")]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("| recipe | what |\n|---|---|")
+    lines += [f"| {n} | {RECIPES[n][0] if n in RECIPES else notes.get(n, '')} |" for n in models]
+    return lines
 
 
 def cmd_table(args: argparse.Namespace) -> None:
     """Score each model on each photo set (cached per set and model under ``eval/``, so a new
-    recipe costs only its own evaluation), then write the table and a contact sheet."""
-    from retint.evaluate import BASELINE, photo_list
+    recipe costs only its own evaluation), then write the tables and a contact sheet."""
+    from retint.evaluate import photo_list
+    from retint.goals import quality_goals
 
     names = [n for n in (args.only or RECIPES) if (run_dir(n, args.runs) / "final.json").exists()]
     models = {n: run_dir(n, args.runs) / "final.safetensors" for n in names}
     for extra in args.extra:
         name, _, path = extra.partition("=")
         models[name] = Path(path).with_suffix(".safetensors")
-    split = json.loads((run_dir(names[0], args.runs) / "split.json").read_text())
+    split_run = args.split_of or next(n for n in reversed(names)
+                                      if (run_dir(n, args.runs) / "split.json").exists())
+    split = json.loads((run_dir(split_run, args.runs) / "split.json").read_text())
     held_out = [(p.key, p.path) for p in photo_list(args.data) if p.key in set(split["val"])]
     sets = {"held-out": held_out}
     for bench in map(Path, args.benchmarks):
         sets[bench.name] = [(p.key, p.path) for p in photo_list([bench])]
     results: dict[str, dict] = {}
     for set_name, photos in sets.items():
-        rows = results.setdefault(set_name, {"rows": {}})["rows"]
+        views = VIEWS if set_name == "held-out" else None
         for name, path in models.items():
-            cache = args.runs / "eval" / set_name / f"{name}.json"
-            stale = not cache.exists() or cache.stat().st_mtime < path.stat().st_mtime
-            if stale:
-                print(f"evaluating {name} on {len(photos)} photos of {set_name}", file=sys.stderr)
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                cache.write_text(json.dumps(_evaluate(photos, {name: path})) + "\n")
-            summary = json.loads(cache.read_text())
-            rows[name] = summary["rows"][name]
-            rows[BASELINE] = summary["rows"][BASELINE]
-            results[set_name]["photos"] = summary["photos"]
+            summary = _scored(args, set_name, photos, name, path, views)
+            _merge(results, set_name, summary, name)
+            for view, part in (summary.get("views") or {}).items():
+                if part["photos"]:
+                    _merge(results, view, part, name)
     (args.runs / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     sheet_models = {n: models[n] for n in (args.sheet or list(models)[:4])}
     _evaluate(held_out[: args.sheet_photos], sheet_models, args.runs / "sheet.jpg")
-    lines = ["| recipe | what | " + " | ".join(
-        f"{s}: PSNR_ab gain, ΔE00, CF/truth, ΔCF" for s in sets) + " |",
-        "|---|---|" + "---|" * len(sets)]
-    for label in [BASELINE, *models]:
-        what = RECIPES[label][0] if label in RECIPES else args.notes.get(label, "")
-        cells = []
-        for s in sets:
-            base, row = results[s]["rows"][BASELINE], results[s]["rows"][label]
-            gain = row["psnr_ab"]["mean"] - base["psnr_ab"]["mean"]
-            cells.append(f"{gain:+.2f} dB, {row['delta_e00']['mean']:.2f}, "
-                         f"{row['cf_ratio']:.0%}, {row['delta_cf']['mean']:.1f}")
-        lines.append(f"| {label} | {what} | " + " | ".join(cells) + " |")
-    base = {s: results[s]["rows"][BASELINE] for s in sets}
-    lines += ["", "No colour: " + "; ".join(
-        f"{s} PSNR_ab {b['psnr_ab']['mean']:.2f} dB, ΔE00 {b['delta_e00']['mean']:.2f}, "
-        f"{results[s]['photos']} photos" for s, b in base.items())]
+    lines = _table_lines(results, models, args.notes)
+    held = results["held-out"]["rows"]
+    teachers = [n for n in models if not n.startswith("student")]
+    default = pick_default({n: held[n] for n in teachers}, held[BASELINE])
+    lines += ["", f"Default by the rule: {default}."]
+    previous = args.previous if args.previous in models else None
+    for n in teachers:
+        if "bsd100" in results:
+            goals = quality_goals(results, n, BASELINE, previous if n != previous else None)
+            missed = [g for g, ok in goals.items() if not ok]
+            lines.append(f"- {n}: {len(goals) - len(missed)} of {len(goals)} quality goals met"
+                         + (f"; missed: {'; '.join(missed)}" if missed else ""))
+    if "bsd100" in results:
+        by_set = {n: {s: results[s]["rows"][n] for s in results} for n in models}
+        fast = [n for n in models if n.startswith("student")
+                and fast_goal_met(by_set[default], by_set[n])]
+        lines.append(f"Students within the fast-model goal of {default}: "
+                     f"{', '.join(fast) or 'none'}.")
     (args.runs / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"default by the rule: {pick_default(results['held-out'], list(models))}")
-    if "bsd100" in results and "enc-long-l1" in models:
-        fast = [n for n in models if n.startswith("student")
-                and fast_goal_met(results, "enc-long-l1", n)]
-        print(f"students within the fast-model goal of enc-long-l1: {', '.join(fast) or 'none'}")
+    if args.write_docs:
+        write_block(Path("docs/results.md"), "recipes-table", "\n".join(lines))
 
 
-def goals_met(summary: dict, label: str) -> int:
-    from retint.evaluate import BASELINE
-
-    base, row = summary["rows"][BASELINE], summary["rows"][label]
-    return ((row["cf_ratio"] >= 0.60)
-            + (row["psnr_ab"]["mean"] - base["psnr_ab"]["mean"] >= 0.5)
-            + (row["delta_e00"]["mean"] < base["delta_e00"]["mean"]))
-
-
-def pick_default(summary: dict, labels: list[str]) -> str:
-    """Most goals met on the held-out photos, then the lowest ΔE00 (the perceptual distance to
-    the true colours, which punishes both sepia and confidently wrong colour)."""
-    return min(labels, key=lambda m: (-goals_met(summary, m),
-                                      summary["rows"][m]["delta_e00"]["mean"]))
+def write_block(doc: Path, name: str, text: str) -> None:
+    """Replace what stands between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in a
+    Markdown file: how the documents' figures are regenerated rather than copied by hand."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    body = doc.read_text()
+    if start not in body or end not in body:
+        raise SystemExit(f"error: {doc} has no {start} ... {end} block")
+    head, rest = body.split(start, 1)
+    doc.write_text(f"{head}{start}\n{text.strip()}\n{end}{rest.split(end, 1)[1]}")
 
 
-def fast_goal_met(results: dict, teacher: str, student: str) -> bool:
-    """The fast model's quality goal: within 0.5 dB PSNR_ab and 10 points of colourfulness of
-    the teacher on the held-out photos and on BSD100 (its >= 2x speed is `retint bench`'s)."""
-    for name in ("held-out", "bsd100"):
-        t, s = results[name]["rows"][teacher], results[name]["rows"][student]
-        if (t["psnr_ab"]["mean"] - s["psnr_ab"]["mean"] > 0.5
-                or t["cf_ratio"] - s["cf_ratio"] > 0.10):
-            return False
-    return True
+def _pair(ev: dict, fmt) -> str:
+    return " / ".join(fmt(ev[s]) for s in ("held-out", "bsd100"))
+
+
+def bundled_table() -> str:
+    """The README's table of the bundled models, from their cards."""
+    default = json.loads((BUNDLED_DIR / "default.json").read_text())["model"]
+    lines = ["| model | recipe | trained parameters | PSNR_ab gain over no colour, held-out / "
+             "BSD100 | ΔE00 (no colour), held-out / BSD100 | colourfulness of the truth's, "
+             "held-out / BSD100 | mean b* (truth's), held-out |", "|---" * 7 + "|"]
+    for role in ("teacher", "student"):
+        card = json.loads((BUNDLED_DIR / f"{role}.json").read_text())
+        ev = card["evaluation"]
+        gain = _pair(ev, lambda e: format(e["model"]["psnr_ab"]["mean"]
+                                          - e["no_colour"]["psnr_ab"]["mean"], "+.2f"))
+        de = _pair(ev, lambda e: f"{e['model']['delta_e00']['mean']:.2f} "
+                                 f"({e['no_colour']['delta_e00']['mean']:.2f})")
+        cf = _pair(ev, lambda e: f"{e['model']['cf_ratio']:.0%}")
+        held = ev["held-out"]
+        b = (f"{held['model']['b_mean']['mean']:+.1f} ({held['b_truth']['mean']:+.1f})"
+             if held.get("b_truth") else "–")
+        name = f"**{role} (default)**" if role == default else role
+        lines.append(f"| {name} | {card['recipe_name']} | {card['parameters']:,} | {gain} dB | "
+                     f"{de} | {cf} | {b} |")
+    return "\n".join(lines)
+
+
+def cmd_historical(args: argparse.Namespace) -> None:
+    """A contact sheet of real old prints (no colour truth): gray | each model. For looking
+    at only: it is written under runs/ and never committed (the photos' rights are unknown)."""
+    from retint.inference import Colorizer
+    from retint.io import find_images, read_rgb, write_image
+    from retint.sheet import contact_sheet
+
+    models = {n: run_dir(n, args.runs) / "final.safetensors" for n in args.models}
+    colorizers = [Colorizer(path, device="cpu") for path in models.values()]
+    rows = []
+    for path in find_images([args.folder]):
+        gray = read_rgb(path)
+        rows.append([gray, *(c.colorize(gray) for c in colorizers)])
+    out = args.runs / "historical-sheet.jpg"
+    write_image(out, contact_sheet(rows, ["input", *models], height=320), quality=90)
+    print(f"sheet of {len(rows)} photos: {out}")
 
 
 def cmd_install(args: argparse.Namespace) -> None:
     """Copy two runs' final weights into the package (fp16) as ``teacher`` and ``student``,
     and write ``default.json`` by :func:`pick_default` over the held-out results."""
-    from train_bundled import data_card  # scripts/ is on sys.path when run as a script
-
     all_results = json.loads((args.runs / "results.json").read_text())
     results = all_results["held-out"]
     for role, name in (("teacher", args.teacher), ("student", args.student)):
@@ -268,26 +403,28 @@ def cmd_install(args: argparse.Namespace) -> None:
             steps_total=sum(c["steps"] for c in chain_cards),
             command="python scripts/recipes.py train --only " + " ".join(chain),
             evaluation={s: {"photos": r["photos"], "model": r["rows"][name],
-                            "no_colour": r["rows"]["no colour (baseline)"]}
+                            "no_colour": r["rows"][BASELINE], "b_truth": r.get("b_truth")}
                         for s, r in all_results.items()})
         card["data"] = {**data_card(args.data, card["data"]), "val_photos_list": split["val"],
                         "skipped_gray_list": split["skipped_gray"],
                         "trained_on": f"{POOL}/: copies with the long side at {POOL_SIDE} px"}
         save_weights(model, BUNDLED_DIR / role, card, dtype=torch.float16)
     by_role = {"teacher": args.teacher, "student": args.student}
-    best = pick_default(results, list(by_role.values()))
+    best = pick_default({n: results["rows"][n] for n in by_role.values()},
+                        results["rows"][BASELINE])
     role = next(r for r, n in by_role.items() if n == best)
     (BUNDLED_DIR / "default.json").write_text(json.dumps({"model": role, "why": (
         "most of the three goals met on held-out photos (CF >= 60 % of the truth, PSNR_ab "
         ">= +0.5 dB, ΔE00 below no colour), then the lowest ΔE00")}, indent=2) + "\n")
-    print(f"installed {by_role}; default: {role}")
+    write_block(Path("README.md"), "bundled-models", bundled_table())
+    print(f"installed {by_role}; default: {role}; README table regenerated")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runs", type=Path, default=RUNS)
     sub = ap.add_subparsers(dest="command", required=True)
-    data_default = ["../shared/data/photos", "../shared/data/imagenet-sample"]
+    data_default = [f"../shared/data/{name}" for name in DATA_NOTES]
     p = sub.add_parser("pool")
     p.add_argument("--data", nargs="+", default=data_default)
     p = sub.add_parser("train")
@@ -295,6 +432,8 @@ def main() -> None:
     p.add_argument("--no-pool", dest="pool", action="store_false",
                    help="train on the originals, not the resized pool")
     p.add_argument("--only", nargs="+", choices=list(RECIPES))
+    p.add_argument("--time-budget", type=float, default=0.0, metavar="S",
+                   help="stop each run cleanly after S seconds; rerun to resume it")
     p = sub.add_parser("table")
     p.add_argument("--data", nargs="+", default=data_default)
     p.add_argument("--benchmarks", nargs="*", default=[])
@@ -303,16 +442,26 @@ def main() -> None:
                    help="also score these models (e.g. an earlier bundled one)")
     p.add_argument("--note", nargs="*", default=[], metavar="NAME=TEXT",
                    help="what an --extra model is, for the table")
+    p.add_argument("--split-of", choices=list(RECIPES),
+                   help="score on this run's held-out photos (default: the last run that has a "
+                   "split.json)")
+    p.add_argument("--write-docs", action="store_true",
+                   help="also regenerate the tables in docs/results.md")
+    p.add_argument("--previous", default="enc-long-l1",
+                   help="the default being replaced: a new one must beat its Fréchet distance")
     p.add_argument("--sheet", nargs="+", help="models on the contact sheet (default: first 4)")
     p.add_argument("--sheet-photos", type=int, default=8)
+    p = sub.add_parser("historical", help="contact sheet of real old prints (look only)")
+    p.add_argument("models", nargs="+", choices=list(RECIPES))
+    p.add_argument("--folder", default="../shared/data/historical")
     p = sub.add_parser("install")
     p.add_argument("--data", nargs="+", default=data_default)
     p.add_argument("teacher", choices=list(RECIPES))
     p.add_argument("student", choices=list(RECIPES))
     args = ap.parse_args()
     args.notes = dict(n.partition("=")[::2] for n in getattr(args, "note", []))
-    {"pool": cmd_pool, "train": cmd_train, "table": cmd_table, "install": cmd_install}[
-        args.command](args)
+    {"pool": cmd_pool, "train": cmd_train, "table": cmd_table, "historical": cmd_historical,
+     "install": cmd_install}[args.command](args)
 
 
 if __name__ == "__main__":

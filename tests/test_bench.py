@@ -111,6 +111,24 @@ def test_json_and_compare_with_itself(quick_run) -> None:
     assert len(ratios) > 20 and set(ratios) == {"1.00"}
 
 
+def test_bench_takes_the_shared_colorizer_options(model_files, tmp_path) -> None:
+    """--size is the full-resolution test's working size, --batch-size the larger latency batch
+    (default 8); sizes are checked when parsed."""
+    parser = argparse.ArgumentParser()
+    add_command(parser.add_subparsers())
+    assert parser.parse_args(["bench"]).batch_size == 4  # the shared default
+    for wrong in (["--sizes", "24"], ["--size", "40"], ["--working-size", "64"]):
+        with contextlib.redirect_stderr(io.StringIO()), pytest.raises(SystemExit):
+            parser.parse_args(["bench", *wrong])
+    rc, out = bench("--device", "cpu", "--skip-reference", "--model", str(model_files["student"]),
+                    "--sizes", "32", "--size", "48", "--batch-size", "3", "--runs", "1",
+                    "--warmup", "0", "--megapixels", "0.05", "--json", str(tmp_path / "b.json"))
+    assert rc == 0 and "working size 48" in out
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert saved["settings"]["working_size"] == 48 and saved["settings"]["batch"] == 3
+    assert set(saved["models"]["tiny-student"]["latency"]) == {"32px_b1", "32px_b3"}
+
+
 def test_skip_reference(model_files) -> None:
     rc, out = bench("--quick", "--device", "cpu", "--skip-reference", "--model",
                     str(model_files["student"]))

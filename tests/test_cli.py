@@ -13,7 +13,8 @@ from conftest import photo
 
 import retint
 import retint.models
-from retint.cli import DEMO_PHOTOS, main, plan_outputs
+from retint.batch import plan_outputs
+from retint.cli import DEMO_PHOTOS, main
 from retint.io import read_rgb, write_image
 
 HAS_BUNDLED = (Path(retint.models.BUNDLED_DIR) / "default.json").exists()
@@ -216,8 +217,13 @@ def test_skip_existing_leaves_outputs_alone(colorize, small_dir, tmp_path):
     assert sorted(_outputs(out_dir)) == sorted(SMALL)
     assert "colorized 3 photo(s)" in out and "skipped 1" in out
 
-    # without the flag, the existing output is replaced
+    # without a flag, an existing output is a failure and is left alone
     code, out, err = colorize(small_dir / "sub" / "chelsea.jpg", "-o", out_dir / "sub")
+    assert code == 1 and "exists (use --overwrite or --skip-existing)" in out
+    assert existing.read_bytes() == old
+    # with --overwrite it is replaced
+    code, out, err = colorize(small_dir / "sub" / "chelsea.jpg", "-o", out_dir / "sub",
+                              "--overwrite")
     assert code == 0
     assert read_rgb(existing).shape == (101, 77, 3)
 

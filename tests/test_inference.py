@@ -77,7 +77,7 @@ def test_dtype_follows_the_input(colorizer):
 
     for float_dtype in (np.float32, np.float64):
         outf = colorizer.colorize(img.astype(float_dtype) / 255)
-        assert outf.dtype == np.float32 and outf.shape == img.shape
+        assert outf.dtype == float_dtype and outf.shape == img.shape
         assert outf.min() >= 0.0 and outf.max() <= 1.0
         assert np.abs(outf * 255 - out8).max() <= 1.0
 
@@ -190,7 +190,7 @@ def test_colorize_many_in_batches_equals_one_by_one(model_files):
 def test_colorize_many_keeps_each_dtype(colorizer):
     base = photo("coffee")[:80, :120]
     outs = colorizer.colorize_many([base, base.astype(np.uint16) * 257, base / 255.0])
-    assert [o.dtype for o in outs] == [np.uint8, np.uint16, np.float32]
+    assert [o.dtype for o in outs] == [np.uint8, np.uint16, np.float64]
     assert np.abs(outs[1] / 257.0 - outs[0]).max() <= 1
     assert np.abs(outs[2] * 255 - outs[0]).max() <= 1
 
@@ -380,3 +380,16 @@ def test_a_runs_final_weights_are_named_after_the_run(tmp_path):
     assert names == {"run-a/final", "run-b/final"}
     save_weights(build_model("student", 0.25), tmp_path / "mine")
     assert Colorizer(model=str(tmp_path / "mine"), device="cpu").name == "mine"
+
+
+def test_a_pil_image_comes_back_as_a_pil_image_with_the_array_paths_pixels(colorizer, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "cat.png"
+    Image.fromarray(photo("chelsea")[:90, :120]).convert("L").save(path)
+    with Image.open(path) as im:
+        out = colorizer.colorize(im)
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == (120, 90)
+    from retint.io import read_rgb
+
+    np.testing.assert_array_equal(np.asarray(out), colorizer.colorize(read_rgb(path)))

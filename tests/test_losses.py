@@ -180,8 +180,11 @@ def test_short_gan_run_updates_both_networks_and_resumes(photos_dir, tmp_path):
 
 
 def test_init_must_match_the_architecture(photos_dir, tmp_path, model_files):
-    with pytest.raises(RuntimeError):
+    with pytest.raises(SystemExit, match="do not fit this model"):
         fit(tiny(photos_dir, tmp_path / "x", arch="student", init=str(model_files["teacher"])))
+    with pytest.raises(SystemExit, match="do not fit this model"):
+        fit(tiny(photos_dir, tmp_path / "y", arch="student", width=0.5,
+                 init=str(model_files["student"])))
 
 
 def test_save_and_load_keep_training_options_out_of_the_weights(tmp_path):

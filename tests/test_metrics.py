@@ -16,12 +16,15 @@ from retint.metrics import (
     MetricMeans,
     ab_metrics,
     baseline_metrics,
+    cast_metrics,
     ciede2000,
     colourfulness,
+    frechet_distance,
     psnr_ab,
     psnr_rgb,
     ssim_ab,
     ssim_rgb,
+    top1_agreement,
 )
 
 TOL = 1e-6
@@ -317,3 +320,75 @@ def test_colourfulness_worked_example_and_gray():
     assert colourfulness(gray).item() == 0.0
     with pytest.raises(ValueError):
         colourfulness(torch.zeros(1, 2, 4, 4))
+
+
+# ---------------------------------------------------------------- colour cast and sets
+
+
+def test_cast_of_a_constant_shift_is_the_shift():
+    """ab of a real photo (LAB units) shifted by (+3, -4): the cast is exactly 5, the means
+    move by the shift, and the truth's means are the photo's own."""
+    lab = torch.from_numpy(color.rgb2lab(data.astronaut())).permute(2, 0, 1)[None]
+    true_ab = lab[:, 1:]
+    shifted = true_ab + torch.tensor([3.0, -4.0], dtype=torch.float64).view(1, 2, 1, 1)
+    out = cast_metrics(torch.cat([shifted, true_ab]), torch.cat([true_ab, true_ab]))
+    assert out["cast"].tolist() == pytest.approx([5.0, 0.0], abs=1e-9)
+    a, b = float(true_ab[0, 0].mean()), float(true_ab[0, 1].mean())
+    assert out["a_truth"][0].item() == pytest.approx(a) and out["b_truth"][0].item() == \
+        pytest.approx(b)
+    assert out["a_mean"][0].item() == pytest.approx(a + 3) and out["b_mean"][0].item() == \
+        pytest.approx(b - 4)
+    with pytest.raises(ValueError):
+        cast_metrics(true_ab, true_ab[..., :5])
+
+
+def test_frechet_distance_by_hand_in_one_and_two_dimensions():
+    # 1-d: N(mu1, s1^2) vs N(mu2, s2^2) is (mu1 - mu2)^2 + (s1 - s2)^2. [0, 2]: mean 1, sample
+    # variance 2; [1, 5]: mean 3, variance 8 -> 4 + (sqrt 2 - sqrt 8)^2 = 4 + 2 = 6.
+    x, y = torch.tensor([[0.0], [2.0]]), torch.tensor([[1.0], [5.0]])
+    assert frechet_distance(x, y) == pytest.approx(6.0, abs=1e-12)
+    # 2-d, axis-aligned: the sum of the 1-d distances; variances 2 vs 8 and 8 vs 2
+    x2 = torch.tensor([[0.0, 0.0], [2.0, 4.0]])
+    y2 = torch.tensor([[1.0, 1.0], [5.0, 3.0]])
+    assert frechet_distance(x2, y2) == pytest.approx(4 + 2 + 0 + 2, abs=1e-12)
+    assert frechet_distance(y, x) == pytest.approx(6.0, abs=1e-12)  # symmetric
+    with pytest.raises(ValueError, match="at least 2"):
+        frechet_distance(x[:1], y)
+    with pytest.raises(ValueError, match="features"):
+        frechet_distance(x, y2)
+
+
+@pytest.mark.parametrize("n, m, d", [(300, 200, 8), (5, 7, 8), (40, 60, 96)])
+def test_frechet_distance_matches_scipy_sqrtm(n, m, d):
+    """Both branches (SVD of the cross product for sets smaller than D, eigen-decomposition
+    else) against the textbook formula with scipy.linalg.sqrtm."""
+    from scipy.linalg import sqrtm
+
+    rng = np.random.default_rng(n + d)
+    x = rng.normal(size=(n, d))
+    y = rng.normal(0.5, 1.0, size=(m, d)) @ rng.normal(size=(d, d)) / math.sqrt(d)
+    cx, cy = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    expected = (np.sum((x.mean(0) - y.mean(0)) ** 2) + np.trace(cx) + np.trace(cy)
+                - 2 * np.trace(sqrtm(cx @ cy)).real)
+    got = frechet_distance(torch.from_numpy(x), torch.from_numpy(y))
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero_and_grows_with_a_shift():
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(200, 1280)))  # fewer vectors than dimensions
+    assert frechet_distance(x, x.clone()) == pytest.approx(0.0, abs=1e-8)
+    near, far = x + 0.1, x + 1.0  # the mean moves by 0.1 or 1 along every axis
+    assert frechet_distance(x, near) == pytest.approx(1280 * 0.01, rel=1e-6)
+    assert frechet_distance(x, far) == pytest.approx(1280 * 1.0, rel=1e-6)
+    # doubled: the mean moves by itself, and each unit of variance adds (1 - 2)^2
+    expected = float(x.mean(0).square().sum() + x.var(0).sum())
+    assert frechet_distance(x, x * 2) == pytest.approx(expected, rel=1e-6)
+
+
+def test_top1_agreement():
+    assert top1_agreement(torch.tensor([1, 2, 3, 4]), torch.tensor([1, 2, 0, 4])) == 0.75
+    assert top1_agreement([7, 7], [7, 7]) == 1.0
+    assert math.isnan(top1_agreement([], []))
+    with pytest.raises(ValueError):
+        top1_agreement([1, 2], [1])

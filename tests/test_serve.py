@@ -78,7 +78,7 @@ def decoded(data: bytes) -> Image.Image:
 @pytest.fixture(scope="module")
 def server(model_files) -> Iterator[Server]:
     s = Server("--model", str(model_files["student"]), "--model", str(model_files["teacher"]),
-               "--size", "64", "--queue", "64", "--batch", "8", "--max-upload-mb", "2",
+               "--size", "64", "--queue", "64", "--batch-size", "8", "--max-upload-mb", "2",
                "--max-pixels", "2000000")
     yield s
     s.stop()
@@ -112,7 +112,9 @@ def test_format_and_model_options_query_or_form(server):
 
 def test_models_and_health(server):
     info = server.client.get("/api/models").json()
-    assert [m["id"] for m in info["models"]] == ["student", "teacher"]
+    ids = [m["id"] for m in info["models"]]
+    assert ids[:2] == ["student", "teacher"]  # the --model ones first, then the bundled ones
+    assert ids[2:] == ["default", "teacher-2", "student-2"]  # told apart from the given ones
     assert info["models"][0]["default"] and info["sizes"]["default"] == 64
     assert info["limits"] == {"max_upload_bytes": 2 * 2**20, "max_pixels": 2_000_000}
     health = server.client.get("/healthz").json()
@@ -180,7 +182,7 @@ def test_422_bad_options(server, params, word):
 
 def test_503_when_the_queue_is_full(model_files):
     s = Server("--model", str(model_files["teacher"]), "--size", "256", "--queue", "1",
-               "--workers", "1", "--batch", "1")
+               "--threads", "1", "--batch-size", "1")
     try:
         data = encoded(photo("astronaut"))
         with ThreadPoolExecutor(12) as pool:

@@ -43,6 +43,9 @@ def test_page_colorizes_an_upload_in_chromium(model_files, tmp_path):
                     or r.url.startswith(("blob:", "data:")) else off_site.append(r.url))
             page.goto(server.url + "/")
             page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+            offered = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
+            assert offered[0] == "student" and {"default", "teacher"} <= set(offered)
+            assert page.input_value("#model") == "student"  # the --model one is the default
             page.set_input_files("#file", [str(src), str(bad)])
             page.wait_for_selector(".card.done img.after", timeout=60_000)
             width = page.eval_on_selector(".card.done img.after", "img => img.naturalWidth")

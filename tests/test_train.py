@@ -176,7 +176,7 @@ def test_crop_that_is_not_a_multiple_of_16_is_refused_up_front(photos_dir, tmp_p
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_asking_for_cuda_without_a_gpu_is_a_clear_error():
-    from retint.train import pick_device
+    from retint.device import pick_device
 
     with pytest.raises(ValueError, match="no CUDA GPU"):
         pick_device("cuda")

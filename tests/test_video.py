@@ -19,7 +19,7 @@ from conftest import photo
 
 from retint.color import rgb_to_lab
 from retint.inference import Colorizer
-from retint.metrics import FlickerMeter, ab_flicker, scene_cut
+from retint.metrics import FlickerMeter, scene_cut
 from retint.video import Stabilizer, add_command, colorize_video, pick_encoder
 
 H, W, FPS, N = 80, 112, 12, 24  # 2 s: frames 0-11 still scene + object, 12-23 a pan
@@ -212,6 +212,13 @@ def test_bad_inputs_give_one_line_errors(clip, colorizer, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert sorted(os.listdir(tmp_path)) == ["cut.mp4", "noise.mp4", "tone.m4a"]
+
+
+def ab_flicker(lab: torch.Tensor) -> float:
+    """:class:`FlickerMeter` over a whole (T, 3, H, W) LAB clip at once."""
+    meter = FlickerMeter()
+    meter.update(lab)
+    return meter.value
 
 
 def test_stabilisation_lowers_flicker_without_smearing_motion(clip, outputs):

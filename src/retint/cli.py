@@ -4,136 +4,58 @@ bench."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 
-from tqdm import tqdm
-
-SUFFIX_FOR_FORMAT = {"jpg": ".jpg", "jpeg": ".jpg", "png": ".png", "webp": ".webp",
-                     "tiff": ".tif", "tif": ".tif", "bmp": ".bmp"}
-
+from .batch import (
+    UsageError,
+    check_writable,
+    colorize_files,
+    output_rule,
+    plan_outputs,
+    progress_wanted,
+)
+from .io import DEFAULT_MAX_PIXELS, SUFFIX_FOR_FORMAT
+from .options import add_colorizer_options, colorizer_from_args
 
 # ---------------------------------------------------------------- colorize
 
 
-@dataclass
-class BatchReport:
-    done: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def _base_of(item: str) -> Path:
-    """The folder an input's layout is kept relative to: the folder itself, a file's parent,
-    or a glob pattern's part before its first wildcard."""
-    path = Path(item)
-    if path.is_dir():
-        return path
-    if any(c in item for c in "*?["):
-        prefix = []
-        for part in path.parts:
-            if any(c in part for c in "*?["):
-                break
-            prefix.append(part)
-        return Path(*prefix) if prefix else Path(".")
-    return path.parent
-
-
-def plan_outputs(inputs: Sequence[str], out_dir: Path,
-                 fmt: str | None) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
-    """(input, output) pairs, and the inputs refused with why.
-
-    Folders and globs keep their inner layout under ``out_dir``. An output that would land on
-    any input, or on another input's output, is refused: a batch never loses a file.
-    """
-    from .io import find_images
-
-    out_resolved = out_dir.resolve()
-    sources: list[tuple[Path, Path]] = []
-    seen: set[Path] = set()
-    for item in inputs:
-        base = _base_of(item)
-        nested_out = base.resolve() in out_resolved.parents  # e.g. -o photos/colorized
-        for src in find_images([item]):
-            real = src.resolve()
-            if real in seen or (nested_out and out_resolved in real.parents):
-                continue  # named twice, or an earlier run's output inside the input folder
-            seen.add(real)
-            suffix = SUFFIX_FOR_FORMAT[fmt] if fmt else src.suffix.lower()
-            try:  # the path as listed, so a symlink pointing elsewhere keeps its place
-                rel = src.relative_to(base)
-            except ValueError:
-                rel = Path(src.name)
-            sources.append((src, out_dir / rel.with_suffix(suffix)))
-
-    pairs, refused = [], []
-    claimed: dict[Path, Path] = {}
-    for src, dst in sources:
-        target = dst.resolve()
-        if target in seen:
-            refused.append((src, f"{dst} would overwrite an input"))
-        elif target in claimed:
-            refused.append((src, f"{dst} is already the output of {claimed[target]}"))
-        else:
-            claimed[target] = src
-            pairs.append((src, dst))
-    return pairs, refused
-
-
-def colorize_files(colorizer, pairs: Sequence[tuple[Path, Path]], *, skip_existing: bool = False,
-                   quality: int = 95, progress: bool = True) -> BatchReport:
-    """Colorize each pair in batches; a bad file is reported and the batch goes on."""
-    from .io import read_rgb, write_image
-
-    report = BatchReport()
-    todo = []
-    for src, dst in pairs:
-        if skip_existing and dst.exists():
-            report.skipped.append(src)
-        else:
-            todo.append((src, dst))
-    bar = tqdm(total=len(todo), unit="photo", disable=not progress, dynamic_ncols=True)
-    for start in range(0, len(todo), colorizer.batch_size):
-        loaded = []
-        for src, dst in todo[start : start + colorizer.batch_size]:
-            try:
-                loaded.append((src, dst, read_rgb(src)))
-            except (OSError, ValueError) as err:
-                report.failed.append((src, str(err)))
-                bar.update(1)
-        if not loaded:
-            continue
-        results = colorizer.colorize_many([img for _, _, img in loaded])
-        for (src, dst, _), rgb in zip(loaded, results, strict=True):
-            try:
-                write_image(dst, rgb, quality=quality)
-                report.done.append(dst)
-            except (OSError, ValueError) as err:
-                report.failed.append((src, f"{dst}: cannot write ({err})"))
-            bar.update(1)
-    bar.close()
-    return report
-
-
 def cmd_colorize(args: argparse.Namespace) -> int:
-
+    """Plan every output and check the destination before the model loads; then colorize.
+    ``-`` as the input reads one photo from stdin, ``-o -`` writes it to stdout."""
+    if args.inputs == ["-"] or args.output == "-":
+        return _colorize_stream(args)
     try:
-        pairs, refused = plan_outputs(args.inputs, Path(args.output), args.format)
-    except FileNotFoundError as err:
+        rule, single = output_rule(args.inputs, args.output, args.format, args.suffix,
+                                   args.keep_extension)
+        if single:
+            pairs, refused = [(Path(args.inputs[0]), single)], []
+            if single.resolve() == Path(args.inputs[0]).resolve():
+                raise UsageError(f"{single}: refusing to overwrite the input")
+        else:
+            pairs, refused = plan_outputs(args.inputs, rule)
+        if not pairs and not refused:
+            return _fail("no photos found in the given inputs")
+        check_writable([dst.parent for _, dst in pairs])
+    except (UsageError, FileNotFoundError) as err:
         return _fail(str(err))
-    if not pairs and not refused:
-        return _fail("no photos found in the given inputs")
-    colorizer = _colorizer(args)
+    colorizer = colorizer_from_args(args)
     t0 = time.perf_counter()
     report = colorize_files(colorizer, pairs, skip_existing=args.skip_existing,
-                            quality=args.quality, progress=not args.quiet)
+                            overwrite=args.overwrite, quality=args.quality,
+                            progress=progress_wanted(args.quiet), max_pixels=args.max_pixels)
     report.failed[:0] = refused
     seconds = time.perf_counter() - t0
-    print(f"colorized {len(report.done)} photo(s) into {args.output} with {colorizer.name} "
+    where = args.output or f"place (suffix {args.suffix!r})"
+    print(f"colorized {len(report.done)} photo(s) into {where} with {colorizer.name} "
           f"in {seconds:.1f} s; skipped {len(report.skipped)} existing; "
           f"failed {len(report.failed)}")
     for src, why in report.failed:
@@ -141,11 +63,38 @@ def cmd_colorize(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
-def _colorizer(args: argparse.Namespace):
-    from .inference import Colorizer
+def _colorize_stream(args: argparse.Namespace) -> int:
+    """One photo through pipes: stdin (``-``) and/or stdout (``-o -``)."""
+    from .io import FORMATS, encode_image, image_header, read_rgb
 
-    return Colorizer(args.model, device=args.device, working_size=args.size,
-                     batch_size=args.batch_size, saturation=args.saturation)
+    if len(args.inputs) != 1:
+        return _fail("'-' (stdin) and '-o -' (stdout) take exactly one photo")
+    with tempfile.TemporaryDirectory(prefix="retint-pipe-") as tmp:
+        src = Path(args.inputs[0])
+        if args.inputs == ["-"]:
+            src = Path(tmp) / "stdin"
+            src.write_bytes(sys.stdin.buffer.read())
+        try:
+            kind = image_header(src)[0] if src.exists() else ""
+            rgb = read_rgb(src, max_pixels=args.max_pixels)
+        except (OSError, ValueError) as err:
+            return _fail(str(err).replace(str(src), "stdin") if args.inputs == ["-"]
+                         else str(err))
+        fmt = FORMATS[SUFFIX_FOR_FORMAT[args.format]] if args.format else (kind or "PNG")
+        if args.output != "-":
+            dst = Path(args.output)
+            fmt = FORMATS.get(dst.suffix.lower())
+            if fmt is None:
+                return _fail(f"{dst}: give the output an image extension, such as .png")
+        result = colorizer_from_args(args).colorize(rgb)
+        if args.output == "-":
+            encode_image(sys.stdout.buffer, result, fmt, args.quality)
+            sys.stdout.buffer.flush()
+        else:
+            from .io import write_image
+
+            write_image(dst, result, quality=args.quality)
+    return 0
 
 
 def _quality(text: str) -> int:
@@ -182,9 +131,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         rgb = getattr(skimage.data, name)()[:, :, :3]
         originals[name] = rgb
         write_image(gray_dir / f"{name}.png", no_colour(rgb))  # its own L, colour removed
-    colorizer = _colorizer(args)
+    colorizer = colorizer_from_args(args)
     pairs = [(gray_dir / f"{n}.png", out / f"{n}.png") for n in DEMO_PHOTOS]
-    report = colorize_files(colorizer, pairs, progress=not args.quiet)
+    report = colorize_files(colorizer, pairs, progress=progress_wanted(args.quiet))
     rows = [[read_rgb(src), read_rgb(dst), originals[src.stem]] for src, dst in pairs
             if dst in report.done]
     sheet = out / "sheet.jpg"
@@ -205,13 +154,6 @@ def _unit_interval(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
-
-
-def _block_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected block numbers like 10,15: {text!r}") from None
 
 
 def _train_config(args: argparse.Namespace, **overrides):
@@ -262,14 +204,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default",
-                   help="teacher, student, default (the best bundled), or a path to weights")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--size", type=int, default=256,
-                   help="working size: the model sees the photo shrunk to this long side")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--saturation", type=float, default=1.0,
-                   help="scale the predicted colour (1 = as predicted; kept inside sRGB)")
+    add_colorizer_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -285,21 +220,22 @@ def _add_training_options(p: argparse.ArgumentParser, arch: str) -> None:
                    help="crops are taken after resizing the short side to crop*U(1, this)")
     p.add_argument("--backbone", choices=["none", "efficientnet-lite0"],
                    help="frozen pretrained encoder fused into the model's latent (default none)")
-    p.add_argument("--fusion", choices=["concat", "film"],
-                   help="how its features join the bottleneck (default concat)")
-    p.add_argument("--backbone-tune", type=int, metavar="N",
-                   help="fine-tune copies of the encoder's last N blocks (default 0: frozen)")
-    p.add_argument("--backbone-lr", type=float,
-                   help="their learning rate as a fraction of --lr (default 0.1)")
-    p.add_argument("--backbone-size", type=int, metavar="PX",
-                   help="shrink L to this long side for the encoder (default: as given)")
-    p.add_argument("--backbone-blocks", type=_block_list, metavar="I,J",
-                   help="encoder blocks whose feature maps are fused, e.g. 10,15 (default 10: "
-                   "stride 16; 11-15 are stride 32, upsampled)")
+    p.add_argument("--pyramid", action="store_true", default=None,
+                   help="teacher with --backbone: also add the encoder's stride-4, 8 and 32 "
+                   "features to the decoder")
     p.add_argument("--loss", choices=["mse", "l1", "huber"], help="reconstruction loss")
     p.add_argument("--rebalance", type=_unit_interval, metavar="S",
                    help="rarity weighting of the loss by the training ab histogram, 0 (off) "
                    "to 1 (pure inverse frequency); 0.5 as Zhang et al.")
+    p.add_argument("--feature-weight", type=float,
+                   help="weight of a perceptual loss: the distance between frozen ImageNet "
+                   "features of the predicted and the true RGB (default 0: off)")
+    p.add_argument("--cast-weight", type=float,
+                   help="weight of matching each crop's mean colour to the truth's, against "
+                   "colour casts (default 0: off)")
+    p.add_argument("--old-photo", type=_unit_interval, metavar="SHARE",
+                   help="age this share of the training crops' L (grain, blur, fading, "
+                   "scratches, JPEG blocking; the target colour stays clean; default 0)")
     p.add_argument("--gan-weight", type=float,
                    help="weight of a conditional PatchGAN term (default 0: no discriminator)")
     p.add_argument("--gan-start", type=int,
@@ -309,7 +245,6 @@ def _add_training_options(p: argparse.ArgumentParser, arch: str) -> None:
     p.add_argument("--lr", type=float, help="AdamW learning rate (default 5e-4)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--warmup", type=int, help="linear warm-up steps (default 200)")
-    p.add_argument("--schedule", choices=["cosine", "constant"])
     p.add_argument("--val-fraction", type=float, help="share of photos held out (default 0.1)")
     p.add_argument("--val-size", type=int, help="validation crop size (default 256)")
     p.add_argument("--val-every", type=int, help="validate every N steps (default: each epoch)")
@@ -319,7 +254,7 @@ def _add_training_options(p: argparse.ArgumentParser, arch: str) -> None:
     p.add_argument("--workers", type=int, help="data loading processes (default 2)")
     p.add_argument("--device", help="auto, cpu, cuda or mps")
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None,
-                   help="disable bf16 mixed precision on CUDA")
+                   help="disable bf16 mixed precision (on CUDA, and CPUs with bf16 units)")
     p.add_argument("--time-budget", type=float, help="seconds before stopping cleanly")
     p.add_argument("--resume", action="store_true", default=None,
                    help="continue exactly from the run folder's last checkpoint")
@@ -336,12 +271,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("colorize", help="colorize photos (files, folders, globs)")
-    p.add_argument("inputs", nargs="+", help="photos, folders (recursive) or glob patterns")
-    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("inputs", nargs="+",
+                   help="photos, folders (recursive) or glob patterns; - reads one from stdin")
+    p.add_argument("-o", "--output",
+                   help="output folder; for one photo also a file name (new.jpg); - is stdout")
+    p.add_argument("--suffix", default="",
+                   help="append this to each output's name (e.g. --suffix=-colour); without "
+                   "-o, write each result beside its photo")
     p.add_argument("--format", choices=sorted(SUFFIX_FOR_FORMAT),
                    help="output format (default: the input's)")
+    p.add_argument("--keep-extension", action="store_true",
+                   help="keep the input's extension in the output name (a.jpg -> a.jpg.png), "
+                   "so a.jpg and a.png with --format png do not collide")
     p.add_argument("--quality", type=_quality, default=95, help="JPEG/WebP quality, 1-100")
-    p.add_argument("--skip-existing", action="store_true", help="leave existing outputs alone")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="leave existing outputs alone")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace existing outputs (default: such a photo fails)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="largest photo in pixels, checked from its header (default %(default)s)")
     _add_model_options(p)
     p.set_defaults(func=cmd_colorize)
 
@@ -377,11 +326,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised like Ctrl-C's KeyboardInterrupt so that every temporary file
+    is removed on the way out (atomic writes clean up on any BaseException)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .io import ImageReadError
     from .models.backbone import BackboneError
 
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError):  # not the main thread (embedded): leave as is
+            signal.signal(sig, _terminate)
     try:
         return args.func(args)
     except (ImageReadError, FileNotFoundError, ValueError, BackboneError) as err:
@@ -390,6 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: finished outputs are complete; nothing half-written was kept",
               file=sys.stderr)
         return 130
+    except Terminated as stop:
+        print(f"stopped by {stop}: finished outputs are complete; nothing half-written was "
+              "kept", file=sys.stderr)
+        return 128 + stop.signum
 
 
 if __name__ == "__main__":

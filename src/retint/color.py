@@ -43,15 +43,29 @@ def _white(x: Tensor) -> Tensor:
     return torch.tensor(_WHITE_D65, device=x.device, dtype=x.dtype).view(3, 1, 1)
 
 
+def srgb_to_linear(rgb: Tensor) -> Tensor:
+    """The sRGB decoding curve (gamma-encoded [0, 1] -> linear light), safe gradients."""
+    rgb = rgb.clamp(0.0, 1.0)
+    return torch.where(rgb > 0.04045, ((rgb.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4,
+                       rgb / 12.92)
+
+
+def linear_to_srgb(linear: Tensor) -> Tensor:
+    """The sRGB encoding curve (linear light -> gamma-encoded), clipped to [0, 1]."""
+    srgb = torch.where(linear > 0.0031308, 1.055 * linear.clamp_min(0.0031308) ** (1.0 / 2.4)
+                       - 0.055, 12.92 * linear)
+    return srgb.clamp(0.0, 1.0)
+
+
+def _lab_f(t: Tensor) -> Tensor:
+    """CIE's f(t): the cube root above (6/29)^3, a line below it."""
+    return torch.where(t > _EPS, t.clamp_min(_EPS) ** (1.0 / 3.0), _KAPPA * t + 16.0 / 116.0)
+
+
 def rgb_to_lab(rgb: Tensor) -> Tensor:
     """sRGB in [0, 1] -> LAB (L in [0, 100], a/b roughly [-128, 127])."""
-    rgb = rgb.clamp(0.0, 1.0)
-    linear = torch.where(
-        rgb > 0.04045, ((rgb.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92
-    )
-    xyz = _matmul_channels(_XYZ_FROM_RGB, linear) / _white(linear)
-    f = torch.where(xyz > _EPS, xyz.clamp_min(_EPS) ** (1.0 / 3.0), _KAPPA * xyz + 16.0 / 116.0)
-    fx, fy, fz = f.unbind(-3)
+    linear = srgb_to_linear(rgb)
+    fx, fy, fz = _lab_f(_matmul_channels(_XYZ_FROM_RGB, linear) / _white(linear)).unbind(-3)
     lab = torch.stack((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)), dim=-3)
     return lab
 
@@ -68,13 +82,7 @@ def lab_to_linear_rgb(lab: Tensor) -> Tensor:
 
 def lab_to_rgb(lab: Tensor) -> Tensor:
     """LAB -> sRGB clipped to [0, 1] (out-of-gamut colours are clipped, as skimage does)."""
-    linear = lab_to_linear_rgb(lab)
-    rgb = torch.where(
-        linear > 0.0031308,
-        1.055 * linear.clamp_min(0.0031308) ** (1.0 / 2.4) - 0.055,
-        12.92 * linear,
-    )
-    return rgb.clamp(0.0, 1.0)
+    return linear_to_srgb(lab_to_linear_rgb(lab))
 
 
 def in_srgb_gamut(lab: Tensor, tolerance: float = 1e-4) -> Tensor:
@@ -122,12 +130,7 @@ def rgb_to_l(rgb: Tensor) -> Tensor:
 
     L depends on luminance Y alone, so this skips X and Z (a third of the work at 12 MP).
     """
-    rgb = rgb.clamp(0.0, 1.0)
-    linear = torch.where(
-        rgb > 0.04045, ((rgb.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92
-    )
-    y = _matmul_channels(_XYZ_FROM_RGB[1:2], linear)
-    fy = torch.where(y > _EPS, y.clamp_min(_EPS) ** (1.0 / 3.0), _KAPPA * y + 16.0 / 116.0)
+    fy = _lab_f(_matmul_channels(_XYZ_FROM_RGB[1:2], srgb_to_linear(rgb)))
     return (116.0 * fy - 16.0) / L_SCALE
 
 
@@ -139,19 +142,9 @@ def rgb_to_l(rgb: Tensor) -> Tensor:
 _LINEAR_STEPS = 65535
 
 
-def _srgb_decode_table() -> np.ndarray:
-    v = np.arange(256, dtype=np.float64) / 255.0
-    return np.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92).astype(np.float32)
-
-
-def _srgb_encode_table() -> Tensor:
-    v = torch.arange(_LINEAR_STEPS + 1, dtype=torch.float64) / _LINEAR_STEPS
-    srgb = torch.where(v > 0.0031308, 1.055 * v ** (1.0 / 2.4) - 0.055, 12.92 * v)
-    return (srgb * 255.0).round().clamp(0, 255).to(torch.uint8)
-
-
-_SRGB8_TO_LINEAR = _srgb_decode_table()
-_LINEAR_TO_SRGB8 = _srgb_encode_table()
+_SRGB8_TO_LINEAR = srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255.0).float().numpy()
+_LINEAR_TO_SRGB8 = (linear_to_srgb(torch.arange(_LINEAR_STEPS + 1, dtype=torch.float64)
+                                   / _LINEAR_STEPS) * 255.0).round().to(torch.uint8)
 
 
 def lightness_from_srgb8(rgb: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from .color import rgb_to_lab
-from .io import ImageReadError, find_images, read_rgb
+from .io import ImageReadError, find_images, read_rgb, to_uint8
 
 # A photo whose colours spread less than this (LAB units, std of a and b together) is gray or
 # nearly so; one whose ab values lie along a single ray from the origin (minor axis of their
@@ -42,7 +42,7 @@ class PhotoScan:
 
 
 def _thumbnail_ab(rgb: np.ndarray) -> torch.Tensor:
-    img = Image.fromarray(_to_uint8(rgb))
+    img = Image.fromarray(to_uint8(rgb))
     img.thumbnail((96, 96))
     t = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
     return rgb_to_lab(t)[1:].flatten(1).double()
@@ -70,9 +70,24 @@ def split_score(key: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+#: Sources whose photos are frames of video sequences, named ``SOURCE__SEQUENCE_FRAME.jpg``:
+#: neighbouring frames are near-duplicates, so these are split by sequence, not by frame.
+SEQUENCE_SOURCES = ("camvid",)
+
+
+def split_group(key: str) -> str:
+    """What the split keeps together: the file, or a video sequence's frames."""
+    folder, _, name = key.rpartition("/")
+    source, sep, rest = name.partition("__")
+    if sep and source in SEQUENCE_SOURCES and "_" in rest:
+        return f"{folder}/{source}__{rest.rsplit('_', 1)[0]}"
+    return key
+
+
 def is_val(key: str, val_fraction: float, seed: int) -> bool:
-    """Deterministic per-file split, so adding photos moves no others between the sets."""
-    return split_score(key, seed) < val_fraction
+    """Deterministic split by file (or by sequence), so adding photos moves no others
+    between the sets."""
+    return split_score(split_group(key), seed) < val_fraction
 
 
 def list_photos(roots: Sequence[str | Path]) -> list[Photo]:
@@ -112,11 +127,26 @@ def scan_photos(
         first = min(scan.train, key=lambda p: split_score(p.key, seed))
         scan.train.remove(first)
         scan.val.append(first)
+    _hold_out_one_sequence(scan, val_fraction, seed)
     return scan
 
 
-def _to_uint8(rgb: np.ndarray) -> np.ndarray:
-    return (rgb >> 8).astype(np.uint8) if rgb.dtype == np.uint16 else rgb
+def _hold_out_one_sequence(scan: PhotoScan, val_fraction: float, seed: int) -> None:
+    """A folder of a few video sequences may have none in validation by the hash alone: then
+    its lowest-scoring sequence is held out, so every such folder can be validated."""
+    groups: dict[str, dict[str, list[Photo]]] = {}
+    for photo in scan.train + scan.val:
+        group = split_group(photo.key)
+        if group != photo.key:
+            groups.setdefault(photo.key.rpartition("/")[0], {}).setdefault(group, []).append(photo)
+    for sequences in groups.values():
+        held = [g for g in sequences if split_score(g, seed) < val_fraction]
+        if held or len(sequences) < 2 or val_fraction <= 0:
+            continue
+        chosen = min(sequences, key=lambda g: split_score(g, seed))
+        for photo in sequences[chosen]:
+            scan.train.remove(photo)
+            scan.val.append(photo)
 
 
 def _resize_short_side(img: Image.Image, short: int) -> Image.Image:
@@ -147,7 +177,7 @@ class RandomCrops(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> torch.Tensor:
         epoch, i = item
         rng = np.random.default_rng([self.seed, epoch, i])
-        img = Image.fromarray(_to_uint8(read_rgb(self.photos[i].path)))
+        img = Image.fromarray(to_uint8(read_rgb(self.photos[i].path)))
         short = min(img.size)
         target = self.size * rng.uniform(1.0, self.max_scale)
         img = _resize_short_side(img, round(min(max(target, self.size), max(short, self.size))))
@@ -163,7 +193,7 @@ def center_crops(photos: Sequence[Photo], size: int) -> torch.Tensor:
     """Validation images: short side resized to ``size``, centre square; uint8 (N,3,size,size)."""
     out = torch.empty((len(photos), 3, size, size), dtype=torch.uint8)
     for n, photo in enumerate(photos):
-        img = _resize_short_side(Image.fromarray(_to_uint8(read_rgb(photo.path))), size)
+        img = _resize_short_side(Image.fromarray(to_uint8(read_rgb(photo.path))), size)
         w, h = img.size
         x, y = (w - size) // 2, (h - size) // 2
         crop = np.asarray(img)[y : y + size, x : x + size].copy()

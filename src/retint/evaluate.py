@@ -11,7 +11,17 @@ the photos of:
 - PSNR / SSIM on the RGB result (0-255): the usual image-restoration figures;
 - mean CIEDE2000 ΔE00 per pixel: the perceptual colour difference;
 - colourfulness CF (Hasler & Süsstrunk), its ratio to the truth's and |ΔCF|: the L2 metrics above
-  reward grayish, cautious colour, CF shows whether a model dares colour at all.
+  reward grayish, cautious colour, CF shows whether a model dares colour at all;
+- the colour cast: the distance between the mean ab of the result and of the truth (LAB units),
+  and the result's mean a* and b* beside the truth's, so a model that warms everything shows as
+  b* above the truth's.
+
+and, over the whole set, two plausibility figures from an ImageNet network that no retint model
+is built on (EfficientNet-Lite1, :mod:`retint.semantic`; each image read once at 240x240): the
+Fréchet distance between the results' and the truths' pooled features, and the share of photos
+whose top-1 ImageNet class on the result is the truth's (Zhang et al. 2016's semantic
+interpretability test). The summary repeats every row on the near-neutral truths alone (mean
+chroma under 10), where any colour a model adds is a cast.
 
 Two resolutions: ``full`` scores the Colorizer's full-size output (colour upsampled onto the
 original L) against the original; ``working`` shrinks the truth to the working size first, which
@@ -26,9 +36,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .options import add_colorizer_options, colorizers_from_args, model_names
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,16 +48,35 @@ if TYPE_CHECKING:
 
     from .data import Photo
     from .inference import Colorizer
+    from .semantic import Lite1Judge
 
 BASELINE = "no colour (baseline)"
 RESOLUTIONS = ("full", "working")
-METRICS = ("psnr_ab", "ssim_ab", "psnr_rgb", "ssim_rgb", "delta_e00", "cf", "delta_cf")
-#: table columns: key -> (title, decimals); cf_ratio is a ratio of means, so it has no std
+#: per-photo metrics (mean ± std over the photos)
+METRICS = ("psnr_ab", "ssim_ab", "psnr_rgb", "ssim_rgb", "delta_e00", "cf", "delta_cf", "cast",
+           "a_mean", "b_mean")
+#: per-set figures (one value per model and set of photos)
+SET_METRICS = ("frechet_lite1", "top1_agreement")
+#: truths whose mean chroma (mean of sqrt(a² + b²) over the pixels) is below this are
+#: near-neutral: the summary repeats its rows on them alone
+NEUTRAL_CHROMA = 10.0
+#: table columns: key -> (title, decimals); cf_ratio (a ratio of means) and the per-set
+#: figures have no std
 COLUMNS = {"psnr_ab": ("PSNR_ab", 2), "ssim_ab": ("SSIM_ab", 4), "psnr_rgb": ("PSNR_rgb", 2),
            "ssim_rgb": ("SSIM_rgb", 4), "delta_e00": ("ΔE00", 2), "cf": ("CF", 1),
-           "cf_ratio": ("CF/truth", 2), "delta_cf": ("ΔCF", 1)}
+           "cf_ratio": ("CF/truth", 2), "delta_cf": ("ΔCF", 1), "cast": ("cast", 2),
+           "a_mean": ("a*", 1), "b_mean": ("b*", 1), "frechet_lite1": ("Fréchet-Lite1", 2),
+           "top1_agreement": ("top-1 agree", 2)}
+SINGLE_VALUES = ("cf_ratio", *SET_METRICS)
+LEGEND = ("cast: distance between the mean ab of result and truth (LAB units); a*, b*: the "
+          "result's mean (the truth's in the header line); Fréchet-Lite1: Fréchet distance "
+          "between the results' and the truths' EfficientNet-Lite1 pooled features at 240x240 "
+          "(lower is closer; compare only on the same photos); top-1 agree: share of photos "
+          "whose Lite1 top-1 ImageNet class on the result is the one on the truth.")
 NOT_COMPUTED = ("FID and LPIPS are not reported: they need pretrained Inception / AlexNet "
-                "weights, which retint does not ship and cannot download.")
+                "weights, which retint does not ship and cannot download; the Fréchet distance "
+                "above uses EfficientNet-Lite1 features instead, so it is not comparable with "
+                "published FID figures.")
 SHEET_TILE = 768  # sheet images are kept as thumbnails, not as full-resolution copies
 _DE_BAND_PIXELS = 1_000_000  # CIEDE2000 has many float64 temporaries: bands bound the memory
 
@@ -78,20 +109,17 @@ def read_split(path: str | Path) -> set[str]:
 # ---------------------------------------------------------------- images
 
 
-def _to_uint8(rgb: np.ndarray) -> np.ndarray:
-    return rgb if rgb.dtype.itemsize == 1 else ((rgb.astype("u4") + 128) // 257).astype("u1")
-
-
 def working_truth(rgb: np.ndarray, size: int) -> np.ndarray:
     """The truth resized (PIL Lanczos, antialiased) to a long side of ``size``, as uint8; the
     Colorizer's own rounding of the shape, so it then runs the model without resampling."""
     import numpy as np
     from PIL import Image
 
-    h, w = rgb.shape[:2]
-    scale = size / max(h, w)
-    shape = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(_to_uint8(rgb)).resize(shape, Image.LANCZOS))
+    from .inference import working_shape
+    from .io import to_uint8
+
+    h, w = working_shape(*rgb.shape[:2], size)
+    return np.asarray(Image.fromarray(to_uint8(rgb)).resize((w, h), Image.LANCZOS))
 
 
 def _rgb255(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -107,7 +135,9 @@ def _thumb(rgb: np.ndarray) -> np.ndarray:
     import numpy as np
     from PIL import Image
 
-    im = Image.fromarray(_to_uint8(rgb))
+    from .io import to_uint8
+
+    im = Image.fromarray(to_uint8(rgb))
     im.thumbnail((SHEET_TILE, SHEET_TILE), Image.LANCZOS)
     return np.asarray(im)
 
@@ -115,13 +145,26 @@ def _thumb(rgb: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- scoring
 
 
-def _prepare(truth: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """What every comparison with one truth needs: its RGB (0-255), LAB and colourfulness."""
+class Truth(NamedTuple):
+    """What every comparison with one truth needs: its RGB (0-255), LAB, colourfulness and
+    mean chroma."""
+
+    rgb: torch.Tensor
+    lab: torch.Tensor
+    cf: float
+    chroma: float
+
+
+def _prepare(truth: np.ndarray, device: torch.device) -> Truth:
+    import torch
+
     from .color import rgb_to_lab
     from .metrics import colourfulness
 
     rgb = _rgb255(truth, device)
-    return rgb, rgb_to_lab(rgb / 255.0), float(colourfulness(rgb)[0])
+    lab = rgb_to_lab(rgb / 255.0)
+    chroma = float(torch.hypot(lab[:, 1], lab[:, 2]).mean())
+    return Truth(rgb, lab, float(colourfulness(rgb)[0]), chroma)
 
 
 def _mean_delta_e(lab1: torch.Tensor, lab2: torch.Tensor) -> float:
@@ -134,26 +177,35 @@ def _mean_delta_e(lab1: torch.Tensor, lab2: torch.Tensor) -> float:
     return total / (h * w)
 
 
-def score(truth: tuple[torch.Tensor, torch.Tensor, float], result: np.ndarray,
-          device: torch.device) -> dict[str, float]:
-    """All metrics of one delivered RGB ``result`` against a prepared truth; PSNRs capped at
-    100 dB (a perfect match is +inf, which would poison means and JSON)."""
+def score(truth: Truth, result: np.ndarray, device: torch.device) -> dict[str, float]:
+    """All per-photo metrics (:data:`METRICS`) of one delivered RGB ``result`` against a
+    prepared truth; PSNRs capped at 100 dB (a perfect match is +inf, which would poison means
+    and JSON)."""
     from .color import AB_SCALE, rgb_to_lab
-    from .metrics import PSNR_CAP_DB, colourfulness, psnr_ab, psnr_rgb, ssim_ab, ssim_rgb
+    from .metrics import (
+        PSNR_CAP_DB,
+        cast_metrics,
+        colourfulness,
+        psnr_ab,
+        psnr_rgb,
+        ssim_ab,
+        ssim_rgb,
+    )
 
-    t_rgb, t_lab, t_cf = truth
     r_rgb = _rgb255(result, device)
     r_lab = rgb_to_lab(r_rgb / 255.0)
-    r_ab, t_ab = r_lab[:, 1:] / AB_SCALE, t_lab[:, 1:] / AB_SCALE
+    r_ab, t_ab = r_lab[:, 1:] / AB_SCALE, truth.lab[:, 1:] / AB_SCALE
     cf = float(colourfulness(r_rgb)[0])
+    cast = cast_metrics(r_lab[:, 1:], truth.lab[:, 1:])
     return {
         "psnr_ab": min(float(psnr_ab(r_ab, t_ab)[0]), PSNR_CAP_DB),
         "ssim_ab": float(ssim_ab(r_ab, t_ab)[0]),
-        "psnr_rgb": min(float(psnr_rgb(r_rgb, t_rgb)[0]), PSNR_CAP_DB),
-        "ssim_rgb": float(ssim_rgb(r_rgb, t_rgb)[0]),
-        "delta_e00": _mean_delta_e(t_lab, r_lab),
+        "psnr_rgb": min(float(psnr_rgb(r_rgb, truth.rgb)[0]), PSNR_CAP_DB),
+        "ssim_rgb": float(ssim_rgb(r_rgb, truth.rgb)[0]),
+        "delta_e00": _mean_delta_e(truth.lab, r_lab),
         "cf": cf,
-        "delta_cf": abs(cf - t_cf),
+        "delta_cf": abs(cf - truth.cf),
+        **{k: float(cast[k][0]) for k in ("cast", "a_mean", "b_mean")},
     }
 
 
@@ -166,154 +218,284 @@ def _mean_std(values: Sequence[float]) -> dict[str, float | None]:
     return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
 
-def _summary(entries: list[dict], labels: Sequence[str]) -> dict[str, Any]:
-    truth_cf = _mean_std([e["truth_cf"] for e in entries])
+def _set_metrics(entries: list[dict], features: list[dict] | None,
+                 label: str) -> dict[str, float | None]:
+    """Fréchet distance (2+ photos) and top-1 agreement of one row; None where not computed."""
+    import torch
+
+    from .metrics import frechet_distance, top1_agreement
+
+    if features is None or not entries:
+        return dict.fromkeys(SET_METRICS)
+    frechet = None
+    if len(entries) >= 2:
+        frechet = frechet_distance(torch.stack([f["results"][label] for f in features]),
+                                   torch.stack([f["truth"] for f in features]))
+    agreement = top1_agreement(torch.tensor([e["top1"][label] for e in entries]),
+                               torch.tensor([e["truth_top1"] for e in entries]))
+    return {"frechet_lite1": frechet, "top1_agreement": agreement}
+
+
+def _rows(entries: list[dict], labels: Sequence[str],
+          features: list[dict] | None = None) -> dict[str, Any]:
+    """Mean ± std of :data:`METRICS`, the CF ratio and the per-set figures (from ``features``,
+    parallel to ``entries``: each label's and the truth's Lite1 vector) for each label."""
+    truth = {k: _mean_std([e[k] for e in entries])
+             for k in ("truth_cf", "a_truth", "b_truth", "truth_chroma")}
     rows: dict[str, dict] = {}
     for label in labels:
         row: dict[str, Any] = {m: _mean_std([e["scores"][label][m] for e in entries])
                                for m in METRICS}
-        cf, t_cf = row["cf"]["mean"], truth_cf["mean"]
+        cf, t_cf = row["cf"]["mean"], truth["truth_cf"]["mean"]
         row["cf_ratio"] = cf / t_cf if cf is not None and t_cf else None
+        row.update(_set_metrics(entries, features, label))
         rows[label] = row
-    return {"photos": len(entries), "truth_cf": truth_cf, "rows": rows}
+    return {"photos": len(entries), **truth, "rows": rows}
 
 
-def _labels(colorizers: Sequence[Colorizer]) -> list[str]:
-    """Card names; the path is added where two models share a name, an index if still equal."""
-    names = [c.name for c in colorizers]
-    labels = [n if names.count(n) == 1 else f"{n} ({c.model_path})"
-              for n, c in zip(names, colorizers, strict=True)]
-    return [f"{s} #{i + 1}" if labels.count(s) > 1 else s for i, s in enumerate(labels)]
+def _subset(entries: list[dict], labels: Sequence[str], features: list[dict] | None,
+            keep: list[int]) -> dict[str, Any]:
+    picked = None if features is None else [features[i] for i in keep]
+    return {"keys": [entries[i]["key"] for i in keep],
+            **_rows([entries[i] for i in keep], labels, picked)}
+
+
+def _summary(entries: list[dict], labels: Sequence[str], features: list[dict] | None,
+             views: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """:func:`_rows` over all photos, again over the near-neutral truths alone, and over each
+    view (``name -> key prefix``, e.g. ``{"people": "people/"}``)."""
+    neutral = [i for i, e in enumerate(entries) if e["truth_chroma"] < NEUTRAL_CHROMA]
+    out = {**_rows(entries, labels, features),
+           "neutral": {"max_chroma": NEUTRAL_CHROMA,
+                       **_subset(entries, labels, features, neutral)}}
+    if views:
+        out["views"] = {name: _subset(entries, labels, features,
+                                      [i for i, e in enumerate(entries)
+                                       if e["key"].startswith(prefix)])
+                        for name, prefix in views.items()}
+    return out
+
+
+class _Run:
+    """One evaluation: photos are added one by one and scored in batches at every resolution;
+    per-image values, the per-set figures' features and sheet rows build up until
+    :meth:`summary`."""
+
+    def __init__(self, colorizers: Sequence[Colorizer], resolutions: Sequence[str], size: int,
+                 device: torch.device, batch: int, judge: Lite1Judge | None,
+                 sheet_count: int) -> None:
+        from .models import unique_ids
+
+        self.colorizers, self.resolutions, self.size = colorizers, resolutions, size
+        self.device, self.batch, self.judge, self.sheet_count = device, batch, judge, sheet_count
+        self.labels = unique_ids([c.name for c in colorizers])
+        self.sheet_res = "full" if "full" in resolutions else "working"
+        self.per_image: dict[str, list[dict]] = {r: [] for r in resolutions}
+        self.features: dict[str, list[dict]] = {r: [] for r in resolutions}
+        self.sheet_rows: list[list[np.ndarray]] = []
+        self.seen = 0
+        self.unreadable: list[dict[str, str]] = []
+        self.skipped: list[str] = []
+        self.pending: list[tuple[str, np.ndarray]] = []
+
+    def add(self, key: str, src: str | Path | np.ndarray) -> None:
+        """One photo (a path or an array): unreadable, too small or gray/monotone ones are
+        counted and skipped, the others scored once a batch is full."""
+        from .data import is_monotone
+        from .io import ImageReadError, read_rgb
+
+        self.seen += 1
+        try:
+            rgb = src if not isinstance(src, (str, Path)) else read_rgb(src)
+        except ImageReadError as err:
+            self.unreadable.append({"key": key, "error": str(err)})
+            return
+        if min(rgb.shape[:2]) < 7:
+            self.unreadable.append({"key": key, "error": f"{key}: smaller than 7x7 pixels (SSIM)"})
+        elif is_monotone(rgb):
+            self.skipped.append(key)
+        else:
+            self.pending.append((key, rgb))
+            if len(self.pending) >= self.batch:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.score_batch(self.pending)
+            self.pending = []
+
+    def score_batch(self, photos: Sequence[tuple[str, np.ndarray]]) -> None:
+        """Colorize and score a batch of ``(key, truth RGB)`` at every resolution."""
+        from .color import no_colour
+
+        for res in self.resolutions:
+            truths = [rgb if res == "full" else working_truth(rgb, self.size)
+                      for _, rgb in photos]
+            outputs = [[no_colour(t, self.device) for t in truths]]
+            outputs += [c.colorize_many(truths) for c in self.colorizers]
+            judged = self._judge(truths, outputs)
+            for i, ((key, _), truth) in enumerate(zip(photos, truths, strict=True)):
+                results = [out[i] for out in outputs]
+                entry = self._entry(key, truth, results)
+                if judged is not None:
+                    (truth_features, truth_class), read = judged[i]
+                    entry["truth_top1"] = int(truth_class)
+                    entry["top1"] = {label: int(c) for label, (_, c) in read.items()}
+                    self.features[res].append({"truth": truth_features,
+                                               "results": {k: f for k, (f, _) in read.items()}})
+                self.per_image[res].append(entry)
+                if res == self.sheet_res and len(self.sheet_rows) < self.sheet_count:
+                    self.sheet_rows.append([_thumb(r) for r in results] + [_thumb(truth)])
+
+    def _entry(self, key: str, truth: np.ndarray, results: list[np.ndarray]) -> dict[str, Any]:
+        prepared = _prepare(truth, self.device)
+        ab = prepared.lab[0, 1:].mean((1, 2))
+        return {"key": key, "height": truth.shape[0], "width": truth.shape[1],
+                "truth_cf": prepared.cf, "truth_chroma": prepared.chroma,
+                "a_truth": float(ab[0]), "b_truth": float(ab[1]),
+                "scores": {label: score(prepared, r, self.device)
+                           for label, r in zip([BASELINE, *self.labels], results, strict=True)}}
+
+    def _judge(self, truths: list[np.ndarray], outputs: list[list[np.ndarray]]) -> list | None:
+        """Per photo: the truth's (Lite1 features, top-1 class) and each label's, every image
+        of the batch read by the network once, in one pass."""
+        if self.judge is None:
+            return None
+        features, classes = self.judge([img for out in [truths, *outputs] for img in out])
+        n = len(truths)
+        return [((features[i], classes[i]),
+                 {label: (features[j * n + i], classes[j * n + i])
+                  for j, label in enumerate([BASELINE, *self.labels], start=1)})
+                for i in range(n)]
+
+    def summary(self, views: Mapping[str, str] | None = None) -> dict[str, Any]:
+        labels = [BASELINE, *self.labels]
+        return {r: _summary(self.per_image[r], labels,
+                            self.features[r] if self.judge else None, views)
+                for r in self.resolutions}
 
 
 def evaluate(images: Iterable[tuple[str, str | Path | np.ndarray]],
              colorizers: Sequence[Colorizer], *, resolutions: Sequence[str] = RESOLUTIONS,
              working_size: int | None = None, device: str | torch.device | None = None,
              sheet: str | Path | None = None, sheet_count: int = 6,
+             plausibility: bool = True, views: Mapping[str, str] | None = None,
              progress: bool = False) -> dict[str, Any]:
     """Score ``colorizers`` and the no-colour baseline on ``(key, path or HxWx3 uint8/uint16
     array)`` pairs of colour ground truth; returns summary, per-image values and settings.
 
     Unreadable files and gray/monotone photos (:func:`retint.data.is_monotone`) are skipped and
     counted. ``working_size`` defaults to the first colorizer's; metrics are computed in float64
-    on ``device`` (default: the first colorizer's; MPS falls back to the CPU, lacking float64).
-    With ``sheet``, a contact sheet of the first ``sheet_count`` photos (no colour | each model |
-    truth) is written there.
+    on ``device`` (default: the first colorizer's; MPS falls back to the CPU, lacking float64),
+    where EfficientNet-Lite1 also runs for the ``plausibility`` figures (MPS included). With
+    ``sheet``, a contact sheet of the first ``sheet_count`` photos (no colour | each model |
+    truth) is written there. ``views`` name subsets by key prefix, summarised apart.
     """
     import torch
     from tqdm import tqdm
 
-    from .color import no_colour
-    from .data import is_monotone
-    from .io import ImageReadError, read_rgb, write_image
-    from .sheet import contact_sheet
+    from .models.backbone import BackboneError
+    from .semantic import Lite1Judge
 
     bad = set(resolutions) - set(RESOLUTIONS)
     if bad or not resolutions:
         raise ValueError(f"resolutions must be among {RESOLUTIONS}, got {list(resolutions)}")
-    labels = _labels(colorizers)
     size = working_size or (colorizers[0].working_size if colorizers else 256)
-    dev = torch.device(device) if device else (colorizers[0].device if colorizers
-                                               else torch.device("cpu"))
-    dev = torch.device("cpu") if dev.type == "mps" else dev
+    asked = torch.device(device) if device else (colorizers[0].device if colorizers
+                                                 else torch.device("cpu"))
+    dev = torch.device("cpu") if asked.type == "mps" else asked
     batch = colorizers[0].batch_size if colorizers else 4
-    sheet_res = "full" if "full" in resolutions else "working"
-    per_image: dict[str, list[dict]] = {r: [] for r in resolutions}
-    unreadable: list[dict[str, str]] = []
-    skipped: list[str] = []
-    sheet_rows: list[list[np.ndarray]] = []
-    pending: list[tuple[str, np.ndarray]] = []
-
-    def flush() -> None:
-        for res in resolutions:
-            truths = [rgb if res == "full" else working_truth(rgb, size) for _, rgb in pending]
-            outputs = [[no_colour(t, dev) for t in truths]]
-            outputs += [c.colorize_many(truths) for c in colorizers]
-            for i, ((key, _), truth) in enumerate(zip(pending, truths, strict=True)):
-                prepared = _prepare(truth, dev)
-                per_image[res].append({
-                    "key": key, "height": truth.shape[0], "width": truth.shape[1],
-                    "truth_cf": prepared[2],
-                    "scores": {label: score(prepared, out[i], dev)
-                               for label, out in zip([BASELINE, *labels], outputs, strict=True)},
-                })
-                if sheet and res == sheet_res and len(sheet_rows) < sheet_count:
-                    sheet_rows.append([_thumb(out[i]) for out in outputs] + [_thumb(truth)])
-        pending.clear()
-
+    try:
+        judge = Lite1Judge(asked) if plausibility else None
+    except BackboneError as err:
+        raise BackboneError(f"{err}; --no-plausibility skips the Fréchet distance and top-1 "
+                            "agreement") from err
+    run = _Run(colorizers, resolutions, size, dev, batch, judge, sheet_count if sheet else 0)
     total = len(images) if isinstance(images, Sequence) else None
-    seen = 0
     for key, src in tqdm(images, total=total, unit="photo", disable=not progress,
                          dynamic_ncols=True, file=sys.stderr):
-        seen += 1
-        try:
-            rgb = src if not isinstance(src, (str, Path)) else read_rgb(src)
-        except ImageReadError as err:
-            unreadable.append({"key": key, "error": str(err)})
-            continue
-        if min(rgb.shape[:2]) < 7:
-            unreadable.append({"key": key, "error": f"{key}: smaller than 7x7 pixels (SSIM)"})
-        elif is_monotone(rgb):
-            skipped.append(key)
-        else:
-            pending.append((key, rgb))
-            if len(pending) >= batch:
-                flush()
-    if pending:
-        flush()
-
-    written = bool(sheet and sheet_rows)
-    if written:
-        names = ["no colour (L only)", *labels, "truth"]
-        write_image(sheet, contact_sheet(sheet_rows, names), quality=92)
+        run.add(key, src)
+    run.flush()
+    written = _write_sheet(sheet, run)
     return {
         "settings": {
             "resolutions": list(resolutions), "working_size": size, "device": str(dev),
             "batch_size": batch, "sheet": str(sheet) if written else None,
             "models": [{"label": label, "name": c.name, "path": str(c.model_path),
                         "arch": c.card.get("arch"), "card_name": c.card.get("name")}
-                       for label, c in zip(labels, colorizers, strict=True)],
+                       for label, c in zip(run.labels, colorizers, strict=True)],
+            "plausibility": judge.info() if judge else None,
         },
-        "counts": {"files": seen, "evaluated": len(per_image[resolutions[0]]),
-                   "skipped_monotone": len(skipped), "unreadable": len(unreadable)},
-        "summary": {r: _summary(per_image[r], [BASELINE, *labels]) for r in resolutions},
-        "images": per_image,
-        "skipped_monotone": skipped,
-        "unreadable": unreadable,
+        "counts": {"files": run.seen, "evaluated": len(run.per_image[resolutions[0]]),
+                   "skipped_monotone": len(run.skipped), "unreadable": len(run.unreadable)},
+        "summary": run.summary(views),
+        "images": run.per_image,
+        "skipped_monotone": run.skipped,
+        "unreadable": run.unreadable,
         "not_computed": NOT_COMPUTED,
     }
+
+
+def _write_sheet(sheet: str | Path | None, run: _Run) -> bool:
+    from .io import write_image
+    from .sheet import contact_sheet
+
+    if not (sheet and run.sheet_rows):
+        return False
+    names = ["no colour (L only)", *run.labels, "truth"]
+    write_image(sheet, contact_sheet(run.sheet_rows, names), quality=92)
+    return True
 
 
 # ---------------------------------------------------------------- report
 
 
-def _cell(stat: dict[str, float | None], decimals: int) -> str:
-    if stat["mean"] is None:
-        return "–"
-    return f"{stat['mean']:.{decimals}f} ± {stat['std']:.{decimals}f}"
+def _cell(stat: dict[str, float | None] | float | None, decimals: int) -> str:
+    if isinstance(stat, dict):
+        if stat["mean"] is None:
+            return "–"
+        return f"{stat['mean']:.{decimals}f} ± {stat['std']:.{decimals}f}"
+    return "–" if stat is None else f"{stat:.{decimals}f}"
+
+
+def _table(s: dict[str, Any]) -> list[str]:
+    lines = ["| | " + " | ".join(title for title, _ in COLUMNS.values()) + " |",
+             "|---" * (len(COLUMNS) + 1) + "|"]
+    for label, row in s["rows"].items():
+        cells = [_cell(row[k], d) for k, (_, d) in COLUMNS.items()]
+        lines.append(f"| {label.replace('|', '/')} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _photos(n: int) -> str:
+    return f"{n} photo" + ("" if n == 1 else "s")
+
+
+def _truth_line(s: dict[str, Any]) -> str:
+    return (f"truth CF {_cell(s['truth_cf'], 1)}, a* {_cell(s['a_truth'], 1)}, "
+            f"b* {_cell(s['b_truth'], 1)}")
 
 
 def format_report(result: dict[str, Any]) -> str:
-    """One Markdown table per resolution, the header line giving counts and the truth's CF."""
+    """Per resolution, a Markdown table over all photos (the header line giving counts and the
+    truth's CF and mean a*, b*) and one over the near-neutral truths."""
     counts, settings = result["counts"], result["settings"]
     notes = {"full": "the Colorizer's full-size output vs the original",
              "working": f"truth resized to a long side of {settings['working_size']} px"}
     lines = []
     for res, s in result["summary"].items():
-        lines += [
-            f"**{res} resolution** ({notes[res]}): {s['photos']} photos evaluated of "
-            f"{counts['files']} files ({counts['skipped_monotone']} gray/monotone skipped, "
-            f"{counts['unreadable']} unreadable); truth CF {_cell(s['truth_cf'], 1)}",
-            "",
-            "| | " + " | ".join(title for title, _ in COLUMNS.values()) + " |",
-            "|---" * (len(COLUMNS) + 1) + "|",
-        ]
-        for label, row in s["rows"].items():
-            cells = [(f"{row[k]:.{d}f}" if row[k] is not None else "–") if k == "cf_ratio"
-                     else _cell(row[k], d) for k, (_, d) in COLUMNS.items()]
-            lines.append(f"| {label.replace('|', '/')} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines.append(NOT_COMPUTED)
+        neutral = s["neutral"]
+        lines += [f"**{res} resolution** ({notes[res]}): {s['photos']} photos evaluated of "
+                  f"{counts['files']} files ({counts['skipped_monotone']} gray/monotone skipped, "
+                  f"{counts['unreadable']} unreadable); {_truth_line(s)}", "", *_table(s), "",
+                  f"*near-neutral truths* (mean chroma < {neutral['max_chroma']:g}), {res}: "
+                  + (f"{_photos(neutral['photos'])}; {_truth_line(neutral)}"
+                     if neutral["photos"] else "none"), ""]
+        if neutral["photos"]:
+            lines += [*_table(neutral), ""]
+    lines += [LEGEND, NOT_COMPUTED]
+    if settings.get("plausibility") is None:
+        lines.append("Fréchet-Lite1 and top-1 agreement were not computed (--no-plausibility).")
     lines += [f"  unreadable: {u['error']}" for u in result["unreadable"]]
     return "\n".join(lines)
 
@@ -323,7 +505,6 @@ def format_report(result: dict[str, Any]) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run ``retint evaluate``; exit 0 when photos were scored, 1 when none were, 2 on usage."""
-    from .inference import Colorizer
     from .io import IMAGE_SUFFIXES
 
     try:
@@ -348,15 +529,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("error: no photos to evaluate" + (" in the split" if split else ""),
               file=sys.stderr)
         return 2
-    colorizers = [Colorizer(m, device=args.device, working_size=args.size,
-                            batch_size=args.batch_size, saturation=args.saturation)
-                  for m in args.model or ["default"]]
+    colorizers = colorizers_from_args(args)
     resolutions = RESOLUTIONS if args.resolution == "both" else (args.resolution,)
     result = evaluate([(p.key, p.path) for p in photos], colorizers, resolutions=resolutions,
-                      sheet=args.sheet, sheet_count=args.sheet_count, progress=not args.quiet)
+                      sheet=args.sheet, sheet_count=args.sheet_count,
+                      plausibility=args.plausibility, progress=not args.quiet)
     result["settings"].update(data=[str(d) for d in args.data], split=split, limit=args.limit,
-                              saturation=args.saturation,
-                              models_given=args.model or ["default"])
+                              saturation=args.saturation, models_given=model_names(args))
     if split:
         print(f"split {split['file']}: {split['kept']} of {split['files_found']} files are among "
               f"its {split['val_keys']} validation keys\n")
@@ -374,13 +553,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score models on colour photos vs the no-colour baseline",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("data", nargs="+", help="folder(s) of colour photos (ground truth), recursive")
-    p.add_argument("--model", action="append",
-                   help="teacher, student, default or a path; repeat to compare (default: default)")
-    p.add_argument("--size", type=int, default=256, help="working size (long side) of the models")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--saturation", type=float, default=1.0,
-                   help="scale the predicted colour (1 = as predicted; kept inside sRGB)")
+    add_colorizer_options(p, many_models=True)
     p.add_argument("--resolution", choices=["full", "working", "both"], default="both",
                    help="full: output at the photo's size; working: truth shrunk to --size")
     p.add_argument("--limit", type=int, help="only the first N photos (sorted by key)")
@@ -388,5 +561,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="write summary, per-image values and settings here")
     p.add_argument("--sheet", help="write a contact sheet here (no colour | models | truth)")
     p.add_argument("--sheet-count", type=int, default=6, help="photos on the sheet")
+    p.add_argument("--no-plausibility", dest="plausibility", action="store_false",
+                   help="skip the EfficientNet-Lite1 figures (Fréchet distance, top-1 agreement)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)

@@ -14,12 +14,14 @@ clips to a flat colour or shifts lightness. It is a user's taste knob, not a fix
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from .color import (
@@ -32,15 +34,16 @@ from .color import (
     linear_to_srgb8,
     rgb_to_l,
 )
-from .io import read_rgb, to_float, write_image
-from .models import load_weights, resolve_model_path
-from .train import pick_device
+from .device import pick_device
+from .io import pil_to_rgb, read_rgb, to_float, write_image
+from .models import check_size, load_weights, model_id, resolve_model_path
 
-MULTIPLE = 16  # the models halve the size four times
 BAND_PIXELS = 2_000_000  # full-resolution colour maths in bands of rows: bounded memory
 
 
-def _working_shape(h: int, w: int, size: int) -> tuple[int, int]:
+def working_shape(h: int, w: int, size: int) -> tuple[int, int]:
+    """(height, width) of an HxW photo shrunk to a long side of ``size``, aspect kept: what
+    the model sees before padding (evaluation and benchmarks use the same rounding)."""
     scale = size / max(h, w)
     return max(1, round(h * scale)), max(1, round(w * scale))
 
@@ -49,28 +52,33 @@ class Colorizer:
     """Colorize photos with a bundled or trained model.
 
     >>> colorizer = Colorizer()                      # bundled default model, best device
-    >>> rgb = colorizer.colorize(gray_or_colour_rgb)  # uint8/uint16 in -> same; float -> float32
+    >>> rgb = colorizer.colorize(gray_or_colour_rgb)  # array in -> same size and dtype out
+    >>> colorizer.colorize(PIL.Image.open("old.jpg"))  # PIL image in -> PIL image out
     >>> colorizer.colorize_file("old.jpg", "new.jpg")
     """
 
     def __init__(self, model: str | Path = "default", device: str = "auto",
                  working_size: int = 256, batch_size: int = 4, saturation: float = 1.0) -> None:
-        if working_size < MULTIPLE or working_size % MULTIPLE:
-            raise ValueError(f"working size must be a multiple of {MULTIPLE}, got {working_size}")
         if not 0.0 <= saturation <= 4.0:
             raise ValueError(f"saturation must be between 0 and 4, got {saturation}")
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        self.working_size = check_size("working size", working_size)
         self.saturation = saturation
+        self.batch_size = batch_size
         self.device = pick_device(device)
         self.model_path = resolve_model_path(str(model))
         self.model, self.card = load_weights(self.model_path, self.device)
-        self.working_size = working_size
-        self.batch_size = max(1, batch_size)
+
+    def resized(self, working_size: int) -> Colorizer:
+        """The same model (shared, not copied) at another working size."""
+        other = copy.copy(self)
+        other.working_size = check_size("working size", working_size)
+        return other
 
     @property
     def name(self) -> str:
-        stem = self.model_path.stem  # a run's best/final are told apart by their run folder
-        base = self.card.get("name") or (f"{self.model_path.parent.name}/{stem}"
-                                         if stem in ("best", "final") else stem)
+        base = self.card.get("name") or model_id(self.model_path)
         return base if self.saturation == 1.0 else f"{base} (saturation {self.saturation:g})"
 
     @torch.no_grad()
@@ -80,7 +88,7 @@ class Colorizer:
         results: list[Tensor] = []
         for start in range(0, len(l_full), self.batch_size):
             chunk = l_full[start : start + self.batch_size]
-            shapes = [_working_shape(*l.shape[-2:], size) for l in chunk]
+            shapes = [working_shape(*l.shape[-2:], size) for l in chunk]
             batch = torch.empty((len(chunk), 1, size, size), device=self.device)
             for n, (l, (h, w)) in enumerate(zip(chunk, shapes, strict=True)):
                 small = F.interpolate(l[None].to(self.device), size=(h, w), mode="bilinear",
@@ -97,14 +105,18 @@ class Colorizer:
         return results
 
     def colorize_many(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Colorize HxWx3 (or HxW) arrays; each result has its input's size, and its dtype
-        (uint8, uint16; any float gives float32 in [0, 1])."""
+        """Colorize HxWx3 (or HxW) arrays; each result has its input's size and dtype (uint8,
+        uint16, or a float type in [0, 1])."""
         l_full = [self.lightness(img) for img in images]
         abs_ = self.predict_ab(l_full)
         return [self.compose(l, ab, img.dtype) for l, ab, img in zip(l_full, abs_, images,
                                                                        strict=True)]
 
-    def colorize(self, image: np.ndarray) -> np.ndarray:
+    def colorize(self, image: np.ndarray | Image.Image) -> np.ndarray | Image.Image:
+        """One photo: an array (as :meth:`colorize_many`) or a PIL image, which comes back as
+        an RGB PIL image of the same size (16-bit gray reduced to 8 bits)."""
+        if isinstance(image, Image.Image):
+            return Image.fromarray(self.colorize(pil_to_rgb(image)))
         return self.colorize_many([image])[0]
 
     def colorize_file(self, src: str | Path, dst: str | Path, quality: int = 95) -> None:
@@ -133,7 +145,7 @@ class Colorizer:
         """Original L + predicted ab -> RGB in the input's dtype (float stays float)."""
         h, w = l.shape[-2:]
         floating = np.issubdtype(dtype, np.floating)
-        out_dtype = np.float32 if floating else np.uint16 if dtype == np.uint16 else np.uint8
+        out_dtype = dtype if floating else np.uint16 if dtype == np.uint16 else np.uint8
         peak = 1.0 if floating else float(np.iinfo(out_dtype).max)
         out = np.empty((h, w, 3), dtype=out_dtype)
         for r0, r1 in _bands(h, w):

@@ -16,27 +16,22 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_SUFFIXES: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
-)
+#: The one table of image formats: file suffix -> Pillow format name.
+FORMATS: dict[str, str] = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP",
+                           ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}
+IMAGE_SUFFIXES: frozenset[str] = frozenset(FORMATS)
+#: A format as users name it (``--format``, the API's ``format``) -> the suffix written.
+SUFFIX_FOR_FORMAT: dict[str, str] = {"jpg": ".jpg", "jpeg": ".jpg", "png": ".png",
+                                     "webp": ".webp", "tiff": ".tif", "tif": ".tif",
+                                     "bmp": ".bmp"}
 DEFAULT_MAX_PIXELS: int = 200_000_000
-
-_FORMATS = {
-    ".jpg": "JPEG",
-    ".jpeg": "JPEG",
-    ".png": "PNG",
-    ".webp": "WEBP",
-    ".tif": "TIFF",
-    ".tiff": "TIFF",
-    ".bmp": "BMP",
-}
 _GRAY16_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 _ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
 # Raw layouts that Pillow reduces to 8 bits (it keeps only the high byte of each sample).
@@ -73,6 +68,23 @@ def read_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
         raise ImageReadError(" ".join(f"{p}: {_reason(e)}".splitlines())) from e
 
 
+def pil_to_rgb(im: Image.Image) -> np.ndarray:
+    """An opened PIL image as :func:`read_rgb` would return it (upright HxWx3)."""
+    return _to_rgb(ImageOps.exif_transpose(im))
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """Pixels as 8 bits: uint16 rounded to the nearest level (x / 257), floats in [0, 1]
+    scaled and rounded (NaN as 0); uint8 passes through."""
+    if rgb.dtype == np.uint8:
+        return rgb
+    if rgb.dtype == np.uint16:
+        return ((rgb.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if rgb.dtype.kind == "f":
+        return np.rint(np.clip(np.nan_to_num(rgb), 0, 1) * 255).astype(np.uint8)
+    raise TypeError(f"expected uint8, uint16 or float pixels, got {rgb.dtype}")
+
+
 def to_float(rgb: np.ndarray) -> np.ndarray:
     """Scale uint8 (/255) or uint16 (/65535) pixels to float32 in [0, 1]; floats pass through."""
     if rgb.dtype == np.uint8:
@@ -84,22 +96,33 @@ def to_float(rgb: np.ndarray) -> np.ndarray:
     raise TypeError(f"expected uint8, uint16 or float pixels, got {rgb.dtype}")
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_name)`` on a temp file beside ``path``, then rename it onto ``path``:
-    readers see the old file or the whole new one, never half; on failure nothing is left."""
+@contextmanager
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A hidden temp file beside ``path`` to write to; on success it is flushed to disk and
+    renamed onto ``path`` (readers see the old file or the whole new one, never half), on any
+    exception, Ctrl-C included, it is removed. ``suffix`` lets a writer that picks its format
+    from the name (a video container) see the right one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
+    tmp = Path(name)
     try:
-        write(tmp)
+        yield tmp
         with open(tmp, "rb+") as f:  # on disk before the rename, so a crash cannot expose junk
             os.fsync(f.fileno())
         os.chmod(tmp, _final_mode(path))  # mkstemp's 0600 would otherwise stick
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_name)`` on a temp file beside ``path``, then rename it onto ``path``
+    (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def image_header(path: str | Path) -> tuple[str, int, int]:
@@ -117,10 +140,8 @@ def encode_image(f: IO[bytes], rgb: np.ndarray, fmt: str, quality: int = 95,
     a = np.asarray(rgb)
     if a.ndim != 3 or a.shape[2] != 3 or a.size == 0:
         raise ValueError(f"{name}: expected a non-empty HxWx3 array, got shape {a.shape}")
-    if a.dtype.kind == "f":
-        a = np.rint(np.clip(np.nan_to_num(a), 0, 1) * 255).astype(np.uint8)
-    elif a.dtype == np.uint16 and fmt not in ("PNG", "TIFF"):
-        a = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if a.dtype.kind == "f" or (a.dtype == np.uint16 and fmt not in ("PNG", "TIFF")):
+        a = to_uint8(a)
     elif a.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"{name}: expected uint8, uint16 or float pixels, got {a.dtype}")
     if a.dtype == np.uint16:
@@ -140,7 +161,7 @@ def write_image(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
     uint16 stays 16-bit in PNG and TIFF and is reduced to 8 bits elsewhere.
     """
     path = Path(path)
-    fmt = _FORMATS.get(path.suffix.lower())
+    fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(
             f"{path}: unknown image suffix {path.suffix!r} "

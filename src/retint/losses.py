@@ -82,6 +82,13 @@ def pixel_loss(name: str, pred: Tensor, target: Tensor, weights: Tensor | None =
     return (err.mean(1) * w).mean()
 
 
+def cast_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """L1 distance between each image's mean predicted ab and its true mean ab: the colour
+    cast. A per-pixel loss tolerates a small bias spread over every pixel (a warm wash); this
+    term prices the wash itself."""
+    return (pred.float().mean((2, 3)) - target.float().mean((2, 3))).abs().mean()
+
+
 class PatchDiscriminator(nn.Module):
     """Conditional PatchGAN (pix2pix's 70x70 design): (L, ab) -> a map of real/fake scores.
 
@@ -140,3 +147,41 @@ class Adversary:
     def load_state_dict(self, state: dict) -> None:
         self.disc.load_state_dict(state["disc"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+class FeatureLoss:
+    """Perceptual loss: the distance between a frozen ImageNet network's features of the
+    predicted RGB and of the true RGB (DeOldify pre-trains its generator this way).
+
+    EfficientNet-Lite0 (the teacher's frozen encoder, already installed) at strides 4, 8 and
+    16; each stride's mean squared difference is divided by the true features' mean square, so
+    the three weigh alike. Gradients reach the prediction through the network, whose weights
+    stay frozen (held outside any module tree, like the encoder's).
+    """
+
+    STRIDES = (4, 8, 16)
+
+    def __init__(self, device: torch.device, name: str = "efficientnet-lite0") -> None:
+        from .models.backbone import PYRAMID_BLOCKS, load_imagenet_net
+
+        self.net = load_imagenet_net(name, needed_by="the feature loss").to(device)
+        self.taps = {PYRAMID_BLOCKS[s]: s for s in self.STRIDES}
+        self.last = max(self.taps)
+
+    def _features(self, rgb: Tensor) -> dict[int, Tensor]:
+        net, out = self.net, {}
+        x = net._swish(net._bn0(net._conv_stem((rgb - 0.5) / 0.5)))
+        for i, block in enumerate(net._blocks[: self.last + 1]):
+            x = block(x)
+            if i in self.taps:
+                out[self.taps[i]] = x.float()
+        return out
+
+    def __call__(self, l: Tensor, pred_ab: Tensor, true_ab: Tensor) -> Tensor:
+        from .color import model_to_rgb
+
+        with torch.no_grad():
+            target = self._features(model_to_rgb(l.float(), true_ab.float()))
+        pred = self._features(model_to_rgb(l.float(), pred_ab.float()))
+        return sum(F.mse_loss(pred[s], target[s]) / target[s].square().mean().clamp_min(1e-6)
+                   for s in self.STRIDES) / len(self.STRIDES)

@@ -8,7 +8,9 @@ NumPy, but they are defined as, and tested against, ``skimage.metrics``; arithme
 float64 so the figures agree with scikit-image to ~1e-12, not just to float32 precision.
 The evaluation metrics below (``retint evaluate``) work on whole RGB results instead:
 PSNR/SSIM on the 0-255 scale (as ``skimage.metrics`` with ``data_range=255``), CIEDE2000 colour
-differences (Sharma, Wu & Dalal 2005) and Hasler & Suesstrunk's colourfulness.
+differences (Sharma, Wu & Dalal 2005), Hasler & Suesstrunk's colourfulness, the mean-ab colour
+cast, and two set-level figures on a classifier's view of the images: the Fréchet distance
+between feature sets and the top-1 class agreement.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "psnr_ab", "ssim_ab", "ab_metrics", "baseline_metrics", "MetricMeans",
-    "psnr_rgb", "ssim_rgb", "ciede2000", "colourfulness",
+    "psnr_ab", "ssim_ab", "ab_metrics", "baseline_metrics", "cast_metrics", "MetricMeans",
+    "psnr_rgb", "ssim_rgb", "ciede2000", "colourfulness", "frechet_distance", "top1_agreement",
 ]
 
 #: Dynamic range of ab scaled to [-1, 1].
@@ -121,6 +123,17 @@ def ab_metrics(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
 def baseline_metrics(target: Tensor) -> dict[str, Tensor]:
     """Metrics of the 'predict no colour' baseline (ab = 0, i.e. grey), the floor to beat."""
     return ab_metrics(torch.zeros_like(target), target)
+
+
+@torch.no_grad()
+def cast_metrics(pred_ab: Tensor, true_ab: Tensor) -> dict[str, Tensor]:
+    """Per-image colour cast, in LAB units (ab not scaled): ``cast`` is the distance between
+    the mean ab of the result and of the truth; ``a_mean``/``b_mean`` and ``a_truth``/``b_truth``
+    are the means themselves, so a model that warms everything shows as b_mean > b_truth."""
+    _check_pair(pred_ab, true_ab)
+    p, t = _to_f64(pred_ab).mean((2, 3)), _to_f64(true_ab).mean((2, 3))
+    return {"cast": (p - t).norm(dim=1), "a_mean": p[:, 0], "b_mean": p[:, 1],
+            "a_truth": t[:, 0], "b_truth": t[:, 1]}
 
 
 class MetricMeans:
@@ -241,6 +254,57 @@ def colourfulness(rgb: Tensor) -> Tensor:
     return std + 0.3 * torch.sqrt(rg.mean(dim=1) ** 2 + yb.mean(dim=1) ** 2)
 
 
+# ---------------------------------------------------------------- sets of images
+
+
+@torch.no_grad()
+def frechet_distance(x: Tensor, y: Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two sets of feature vectors ``(N, D)`` and
+    ``(M, D)`` (sample means and covariances, ``N - 1`` normalised), in float64:
+    ``|mu_x - mu_y|^2 + tr(Sx) + tr(Sy) - 2 tr((Sx^1/2 Sy Sx^1/2)^1/2)``.
+
+    The last trace is the sum of the square roots of the eigenvalues of ``Sx Sy``. These are
+    also the squared singular values of ``Xc Yc^T / sqrt((N-1)(M-1))`` (``Xc``, ``Yc`` the
+    centred samples), so when a set is smaller than ``D`` (a few hundred photos against 1280
+    features: both covariances singular, where a general ``sqrtm`` of their product is ill
+    conditioned and goes complex) the trace is that matrix's nuclear norm: an SVD, real and
+    non-negative by construction. Larger sets use ``Sx^1/2`` from a symmetric eigen-
+    decomposition and the eigenvalues of the symmetric ``Sx^1/2 Sy Sx^1/2``. Needs two vectors
+    per set; rounding can leave about -1e-12, which is returned as 0.
+    """
+    x, y = _to_f64(torch.as_tensor(x)), _to_f64(torch.as_tensor(y)).to(x.device)
+    if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"expected (N, D) and (M, D) features, got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}")
+    n, m, d = len(x), len(y), x.shape[1]
+    if n < 2 or m < 2:
+        raise ValueError(f"a covariance needs at least 2 vectors per set, got {n} and {m}")
+    mu_x, mu_y = x.mean(0), y.mean(0)
+    xc, yc = x - mu_x, y - mu_y
+    traces = xc.square().sum() / (n - 1) + yc.square().sum() / (m - 1)
+    if min(n, m) <= d:
+        cross = torch.linalg.matrix_norm(xc @ yc.T, ord="nuc") / math.sqrt((n - 1) * (m - 1))
+    else:
+        evals, evecs = torch.linalg.eigh(xc.T @ xc / (n - 1))
+        root = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
+        inner = root @ (yc.T @ yc / (m - 1)) @ root
+        cross = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp_min(0).sqrt().sum()
+    return max(float((mu_x - mu_y).square().sum() + traces - 2 * cross), 0.0)
+
+
+def top1_agreement(classes: Tensor, reference: Tensor) -> float:
+    """Share of images whose top-1 class (e.g. an ImageNet classifier's on a colorized photo)
+    equals the reference's (the same classifier on the original): Zhang, Isola & Efros (2016)'s
+    semantic interpretability test. NaN for no images."""
+    classes, reference = torch.as_tensor(classes), torch.as_tensor(reference)
+    if classes.shape != reference.shape or classes.dim() != 1:
+        raise ValueError(f"expected two (N,) class vectors, got {tuple(classes.shape)} and "
+                         f"{tuple(reference.shape)}")
+    if not len(classes):
+        return math.nan
+    return float((classes.cpu() == reference.cpu()).double().mean())
+
+
 # ---------------------------------------------------------------- video: cuts and flicker
 
 #: Scene-cut test between consecutive frames (L in LAB units, 0-100). A cut changes both the
@@ -311,9 +375,3 @@ class FlickerMeter:
     def value(self) -> float:
         return self.total / self.count if self.count else math.nan
 
-
-def ab_flicker(lab: Tensor, l_tol: float = 2.0) -> float:
-    """:class:`FlickerMeter` over a whole ``(T, 3, H, W)`` LAB clip at once."""
-    meter = FlickerMeter(l_tol)
-    meter.update(lab)
-    return meter.value

@@ -7,21 +7,15 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .io import to_uint8
+
 LABEL_HEIGHT = 24
-
-
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    if img.dtype == np.uint16:
-        return (img >> 8).astype(np.uint8)
-    if np.issubdtype(img.dtype, np.floating):
-        return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-    return img
 
 
 def contact_sheet(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[str],
                   height: int = 256, gap: int = 6) -> np.ndarray:
     """Each row's images scaled to ``height`` and laid side by side under column ``labels``."""
-    tiles = [[Image.fromarray(_to_uint8(img)).convert("RGB") for img in row] for row in rows]
+    tiles = [[Image.fromarray(to_uint8(img)).convert("RGB") for img in row] for row in rows]
     tiles = [[t.resize((max(1, round(t.width * height / t.height)), height), Image.LANCZOS)
               for t in row] for row in tiles]
     col_w = [max(row[c].width for row in tiles) for c in range(len(labels))]

@@ -14,7 +14,6 @@ import csv
 import json
 import math
 import os
-import platform
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,17 +28,30 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .color import model_to_rgb, rgb_to_model
+from .augment import age_lightness
+from .color import AB_SCALE, model_to_rgb, rgb_to_model
 from .data import EpochSampler, RandomCrops, center_crops, scan_photos
+from .device import cpu_has_bf16, describe_device, pick_device
 from .io import atomic_write
-from .losses import AB_BINS, ELEMENTWISE, Adversary, ab_histogram, pixel_loss, rarity_weights
-from .metrics import MetricMeans, ab_metrics, baseline_metrics, colourfulness
-from .models import build_model, count_parameters, load_weights, save_weights
+from .losses import (
+    AB_BINS,
+    ELEMENTWISE,
+    Adversary,
+    FeatureLoss,
+    ab_histogram,
+    cast_loss,
+    pixel_loss,
+    rarity_weights,
+)
+from .metrics import MetricMeans, ab_metrics, baseline_metrics, cast_metrics, colourfulness
+from .models import build_model, check_size, count_parameters, load_weights, save_weights
 
 LOG_FIELDS = [
     "step", "epoch", "seconds", "lr", "train_loss", "train_recon", "train_distill",
-    "train_output", "train_adv", "train_disc", "val_loss", "val_psnr_ab", "val_ssim_ab",
-    "val_cf_ratio", "base_psnr_ab", "base_ssim_ab",
+    "train_output", "train_feature", "train_cast", "train_adv", "train_disc", "val_loss",
+    "val_psnr_ab", "val_ssim_ab", "val_cf_ratio", "val_cast", "val_a_mean", "val_b_mean",
+    "val_a_truth", "val_b_truth",
+    "base_psnr_ab", "base_ssim_ab",
 ]
 HISTOGRAM_CROPS = 512  # training crops sampled for the ab histogram of rarity weighting
 
@@ -50,12 +62,8 @@ class TrainConfig:
     out: str
     arch: str = "teacher"
     width: float = 1.0
-    backbone: str | None = None  # frozen pretrained encoder fused into the teacher
-    fusion: str = "concat"  # how: "concat" or "film"
-    backbone_tune: int = 0  # fine-tune copies of the encoder's last N blocks (stride 16)
-    backbone_lr: float = 0.1  # their learning rate, as a fraction of ``lr``
-    backbone_size: int = 0  # long side of L as the encoder sees it; 0 = the input's
-    backbone_blocks: tuple[int, ...] = (10,)  # encoder blocks whose maps are fused
+    backbone: str | None = None  # frozen pretrained encoder fused into the latent
+    pyramid: bool = False  # teacher: also add the encoder's features at every scale
     init: str | None = None  # start from these weights (fine-tuning), not from scratch
     teacher: str | None = None  # a teacher's weights: distil into ``arch`` instead of training
     alpha: float = 0.5  # weight of the reconstruction loss (distillation)
@@ -64,6 +72,9 @@ class TrainConfig:
     kd_sharpen: float = 1.0  # the teacher's ab is scaled by this (>1: more vivid targets)
     loss: str = "mse"
     rebalance: float = 0.0  # rarity weighting strength in [0, 1]; 0 = off
+    feature_weight: float = 0.0  # weight of the perceptual (ImageNet feature) loss; 0 = off
+    cast_weight: float = 0.0  # weight of matching each crop's mean ab (against colour casts)
+    old_photo: float = 0.0  # share of training crops whose L is aged (grain, blur, fading...)
     gan_weight: float = 0.0  # weight of the PatchGAN term; 0 = no discriminator
     gan_start: int = 0  # step at which the discriminator joins (pixel-loss pre-training first)
     gan_lr: float = 2e-4
@@ -74,7 +85,6 @@ class TrainConfig:
     lr: float = 5e-4
     weight_decay: float = 0.01
     warmup: int = 200
-    schedule: str = "cosine"  # or "constant"
     val_fraction: float = 0.1
     val_size: int = 256
     val_every: int = 0  # steps; 0 = once per epoch
@@ -83,7 +93,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 2
     device: str = "auto"
-    amp: bool = True  # bf16 autocast on CUDA
+    amp: bool = True  # bf16 autocast on CUDA, and on CPUs with bf16 units (AVX-512 BF16, AMX)
     time_budget: float = 0.0  # seconds of training before a clean stop; 0 = no limit
     resume: bool = False
     tensorboard: bool = False
@@ -91,40 +101,19 @@ class TrainConfig:
     extra_card: dict = field(default_factory=dict)
 
 
-def describe_device(device: torch.device) -> str:
-    """A human name for where training ran, for model cards."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "cpu":
-        try:
-            with open("/proc/cpuinfo") as f:
-                model = next(line.split(":", 1)[1].strip() for line in f
-                             if line.startswith("model name"))
-        except (OSError, StopIteration):
-            model = platform.processor() or platform.machine()
-        return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-    return device.type
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then the CPU; a named device must exist here."""
-    if name != "auto":
-        try:
-            device = torch.device(name)
-        except RuntimeError as err:
-            raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") \
-                from err
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} is not available: this torch sees no CUDA GPU")
-        if device.type == "mps" and not (getattr(torch.backends, "mps", None)
-                                         and torch.backends.mps.is_available()):
-            raise ValueError(f"device {name!r} is not available on this machine")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+def start_from(model: nn.Module, path: str) -> None:
+    """Load ``path``'s weights into ``model`` for fine-tuning. Layers the new model adds on top
+    (the pyramid skips, which start at zero) may be missing; nothing else may."""
+    start, _ = load_weights(path)
+    try:
+        missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
+    except RuntimeError as err:  # same names, other shapes (another width)
+        raise SystemExit(f"error: the weights of {path} do not fit this model "
+                         f"({str(err).splitlines()[-1].strip()})") from err
+    missing = [k for k in missing if not k.startswith("skips.")]
+    if missing or unexpected:
+        raise SystemExit(f"error: the weights of {path} do not fit this model (missing "
+                         f"{missing[:3]}, unexpected {unexpected[:3]})")
 
 
 class Net(nn.Module):
@@ -156,6 +145,9 @@ class Objective:
         self.weights: Tensor | None = None  # rarity weights per ab bin, set by fit()
         self.alpha, self.beta = cfg.alpha, cfg.beta
         self.kd_output, self.kd_sharpen = cfg.kd_output, cfg.kd_sharpen
+        self.features = FeatureLoss(device) if cfg.feature_weight > 0 else None
+        self.feature_weight = cfg.feature_weight
+        self.cast_weight = cfg.cast_weight
         self.teacher: nn.Module | None = None
         if cfg.teacher:
             self.teacher, _ = load_weights(cfg.teacher, device)
@@ -164,13 +156,21 @@ class Objective:
     def recon(self, pred: Tensor, ab: Tensor, weighted: bool = True) -> Tensor:
         return pixel_loss(self.loss_name, pred, ab, self.weights if weighted else None)
 
-    def __call__(self, net: nn.Module, l: Tensor, ab: Tensor
+    def __call__(self, net: nn.Module, l: Tensor, ab: Tensor, clean_l: Tensor | None = None
                  ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """-> (loss, its parts for the log, the predicted ab)."""
+        """-> (loss, its parts for the log, the predicted ab). ``l`` is the model's input;
+        ``clean_l``, the photo's own L where ``l`` was aged, is what colour joins in RGB."""
         if self.teacher is None:
             pred, _ = net(l)
-            recon = self.recon(pred, ab)
-            return recon, {"recon": recon}, pred
+            parts = {"recon": self.recon(pred, ab)}
+            loss = parts["recon"]
+            if self.features is not None:
+                parts["feature"] = self.features(l if clean_l is None else clean_l, pred, ab)
+                loss = loss + self.feature_weight * parts["feature"]
+            if self.cast_weight > 0:
+                parts["cast"] = cast_loss(pred, ab)
+                loss = loss + self.cast_weight * parts["cast"]
+            return loss, parts, pred
         with torch.no_grad():  # one teacher pass; its decoder runs only if its colours are used
             if self.kd_output > 0:
                 target_ab, target_latent = self.teacher(l, return_latent=True)
@@ -189,11 +189,9 @@ class Objective:
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to 5 % (or constant)."""
+    """Linear warm-up, then cosine decay to 5 %."""
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
-    if cfg.schedule == "constant":
-        return 1.0
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -338,7 +336,7 @@ def validate(net: Net, val_rgb: Tensor, objective: Objective, device, amp: bool,
             pred, _ = net(l)
         pred = pred.float()
         losses.append(float(objective.recon(pred, ab, weighted=False)) * len(rgb))
-        means.update(ab_metrics(pred, ab))
+        means.update({**ab_metrics(pred, ab), **cast_metrics(pred * AB_SCALE, ab * AB_SCALE)})
         cf_pred += float(colourfulness(model_to_rgb(l, pred) * 255).sum())
         cf_true += float(colourfulness(rgb * 255).sum())
     net.train(was_training)
@@ -359,217 +357,268 @@ def training_histogram(dataset: RandomCrops, count: int = HISTOGRAM_CROPS) -> Te
 
 def fit(cfg: TrainConfig) -> dict:
     """Train (or distil) per ``cfg``; returns the final validation figures."""
-    for name, size in (("crop", cfg.crop), ("val size", cfg.val_size)):
-        if size < 16 or size % 16:
-            raise ValueError(f"{name} must be a multiple of 16 (the models halve it 4 times), "
-                             f"got {size}")
-    ddp, device = init_distributed(cfg.device)
-    if ddp.active and cfg.gan_weight > 0:
-        raise SystemExit("error: --gan-weight is not supported under torchrun yet "
-                         "(train the GAN stage in one process)")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels
-    say = (lambda msg: tqdm.write(msg)) if ddp.main else (lambda msg: None)
+    return Trainer(cfg).run()
 
-    # -- data
-    scan = scan_photos(cfg.data, cfg.val_fraction, cfg.seed)
-    say(f"photos: {len(scan.train)} train, {len(scan.val)} validation, "
-        f"{len(scan.skipped_gray)} gray/monotone skipped, {len(scan.unreadable)} unreadable")
-    for _, why in scan.unreadable:
-        say(f"  skipped {why}")
-    if not scan.train or not scan.val:
-        raise SystemExit("error: need colour photos for both training and validation "
-                         f"(found {len(scan.train)} train, {len(scan.val)} validation)")
-    if ddp.main:
-        split = {"seed": cfg.seed, "val_fraction": cfg.val_fraction,
-                 "train": [p.key for p in scan.train], "val": [p.key for p in scan.val],
-                 "skipped_gray": [p.key for p in scan.skipped_gray]}
-        (out / "split.json").write_text(json.dumps(split, indent=1) + "\n")
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    per_rank_batch = max(1, cfg.batch_size // ddp.world)
-    val_rgb = center_crops(scan.val, cfg.val_size)
 
-    # -- model, objective, optimiser
-    model = build_model(cfg.arch, cfg.width, cfg.backbone, cfg.fusion, tune=cfg.backbone_tune,
-                        input_size=cfg.backbone_size, blocks=tuple(cfg.backbone_blocks))
-    if cfg.init:
-        start, _ = load_weights(cfg.init)
-        model.load_state_dict(start.state_dict())
-        say(f"starting from the weights of {cfg.init}")
-    objective = Objective(cfg, device)
-    adapter = None
-    if objective.teacher is not None:
-        t_channels = objective.teacher.latent_channels
-        if t_channels != model.latent_channels:
-            adapter = nn.Conv2d(model.latent_channels, t_channels, kernel_size=1)
-    net = Net(model, adapter).to(device)
-    tuned = [p for n, p in net.named_parameters() if ".pretrained.tuned." in n]
-    rest = [p for n, p in net.named_parameters() if ".pretrained.tuned." not in n]
-    groups = [{"params": rest}] + ([{"params": tuned, "lr": cfg.lr * cfg.backbone_lr}]
-                                   if tuned else [])
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    adversary = Adversary(cfg.gan_weight, cfg.gan_start, cfg.gan_lr, device) \
-        if cfg.gan_weight > 0 else None
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
-    amp = cfg.amp and device.type == "cuda"
+class Trainer:
+    """The state of one run (data, model, objective, optimiser, step) and its loop, split into
+    the steps :meth:`run` reads top to bottom."""
 
-    step, best, elapsed_before = 0, -math.inf, 0.0
-    last_ckpt = out / "last.pt"
-    if cfg.resume:
-        if not last_ckpt.exists():
-            raise SystemExit(f"error: --resume given but {last_ckpt} does not exist")
-        state = torch.load(last_ckpt, map_location=device, weights_only=True)
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if adversary is not None:
+    def __init__(self, cfg: TrainConfig) -> None:
+        for name, size in (("crop", cfg.crop), ("val size", cfg.val_size)):
+            check_size(name, size)
+        self.cfg = cfg
+        self.ddp, self.device = init_distributed(cfg.device)
+        if self.ddp.active and cfg.gan_weight > 0:
+            raise SystemExit("error: --gan-weight is not supported under torchrun yet "
+                             "(train the GAN stage in one process)")
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its kernels
+        self.say = (lambda msg: tqdm.write(msg)) if self.ddp.main else (lambda msg: None)
+        self.step, self.best, self.elapsed_before, self.t0 = 0, -math.inf, 0.0, time.time()
+        self.aging = torch.Generator().manual_seed(cfg.seed + 7919)
+        self._load_data()
+        self._build()
+        if cfg.resume:
+            self._resume()
+        self.train_net: nn.Module = self.net
+        if self.ddp.active:
+            self.train_net = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self._start_stream()
+
+    # -- set-up
+
+    def _load_data(self) -> None:
+        cfg, say = self.cfg, self.say
+        scan = self.scan = scan_photos(cfg.data, cfg.val_fraction, cfg.seed)
+        say(f"photos: {len(scan.train)} train, {len(scan.val)} validation, "
+            f"{len(scan.skipped_gray)} gray/monotone skipped, {len(scan.unreadable)} unreadable")
+        for _, why in scan.unreadable:
+            say(f"  skipped {why}")
+        if not scan.train or not scan.val:
+            raise SystemExit("error: need colour photos for both training and validation "
+                             f"(found {len(scan.train)} train, {len(scan.val)} validation)")
+        if self.ddp.main:
+            split = {"seed": cfg.seed, "val_fraction": cfg.val_fraction,
+                     "train": [p.key for p in scan.train], "val": [p.key for p in scan.val],
+                     "skipped_gray": [p.key for p in scan.skipped_gray]}
+            (self.out / "split.json").write_text(json.dumps(split, indent=1) + "\n")
+            (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        self.val_rgb = center_crops(scan.val, cfg.val_size)
+        base = MetricMeans()
+        for i in range(0, len(self.val_rgb), 32):
+            base.update(baseline_metrics(rgb_to_model(self.val_rgb[i : i + 32].float() / 255)[1]))
+        self.base_figures = {f"base_{k}": v for k, v in base.means().items()}
+
+    def _build(self) -> None:
+        cfg, device = self.cfg, self.device
+        self.model = model = build_model(cfg.arch, cfg.width, cfg.backbone, cfg.pyramid)
+        if cfg.init:
+            start_from(model, cfg.init)
+            self.say(f"starting from the weights of {cfg.init}")
+        self.objective = Objective(cfg, device)
+        adapter = None
+        if self.objective.teacher is not None:
+            t_channels = self.objective.teacher.latent_channels
+            if t_channels != model.latent_channels:
+                adapter = nn.Conv2d(model.latent_channels, t_channels, kernel_size=1)
+        self.net = Net(model, adapter).to(device)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay)
+        self.adversary = Adversary(cfg.gan_weight, cfg.gan_start, cfg.gan_lr, device) \
+            if cfg.gan_weight > 0 else None
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           lambda s: lr_factor(s, cfg))
+        self.amp = cfg.amp and (device.type == "cuda"
+                                or (device.type == "cpu" and cpu_has_bf16()))
+        self.say(f"model: {cfg.arch} x{cfg.width}"
+                 + (f" + frozen {model.backbone}" if model.backbone else "")
+                 + (" at every scale" if getattr(model, "pyramid", False) else "")
+                 + f" ({count_parameters(model):,} trained parameters) on {device}"
+                 + (" in bf16 autocast" if self.amp else "")
+                 + (f", {self.ddp.world} processes" if self.ddp.active else "")
+                 + (", distilling from " + str(cfg.teacher) if cfg.teacher else ""))
+
+    def _resume(self) -> None:
+        last = self.out / "last.pt"
+        if not last.exists():
+            raise SystemExit(f"error: --resume given but {last} does not exist")
+        state = torch.load(last, map_location=self.device, weights_only=True)
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.adversary is not None:
             if "adversary" not in state:
-                raise SystemExit(f"error: {last_ckpt} has no discriminator (run without GAN)")
-            adversary.load_state_dict(state["adversary"])
-        step, best, elapsed_before = state["step"], state["best"], state["elapsed"]
+                raise SystemExit(f"error: {last} has no discriminator (run without GAN)")
+            self.adversary.load_state_dict(state["adversary"])
+        self.step, self.best, self.elapsed_before = state["step"], state["best"], state["elapsed"]
         _set_rng_state(state["rng"])
-        say(f"resumed from {last_ckpt} at step {step}")
-    train_net: nn.Module = net
-    if ddp.active:
-        train_net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None)
+        self.say(f"resumed from {last} at step {self.step}")
 
-    base = MetricMeans()
-    for i in range(0, len(val_rgb), 32):
-        base.update(baseline_metrics(rgb_to_model(val_rgb[i : i + 32].float() / 255.0)[1]))
-    base_figures = {f"base_{k}": v for k, v in base.means().items()}
-    say(f"model: {cfg.arch} x{cfg.width}"
-        + (f" + frozen {model.backbone} ({model.fusion_mode})" if model.backbone else "")
-        + f" ({count_parameters(model):,} trained parameters) on {device}"
-        + (f", {ddp.world} processes" if ddp.active else "")
-        + (", distilling from " + str(cfg.teacher) if cfg.teacher else ""))
+    def _start_stream(self) -> None:
+        """Rarity weights (if asked), the sampler that replays from ``step``, the loader, log."""
+        cfg, ddp = self.cfg, self.ddp
+        dataset = RandomCrops(self.scan.train, cfg.crop, cfg.max_scale, cfg.seed)
+        if cfg.rebalance > 0:
+            histogram = training_histogram(dataset)
+            weights = rarity_weights(histogram, cfg.rebalance)
+            self.objective.weights = weights.to(self.device)
+            if ddp.main:
+                tensors = {"histogram": histogram, "weights": weights}
+                atomic_write(self.out / "ab_rarity.safetensors",
+                             lambda tmp: save_file(tensors, tmp))
+            self.say(f"rarity weights (strength {cfg.rebalance}): "
+                     f"{float(weights.min()):.2f} to {float(weights.max()):.2f}")
+        per_rank_batch = max(1, cfg.batch_size // ddp.world)
+        sampler = EpochSampler(len(dataset), cfg.seed, ddp.rank, ddp.world,
+                               start=self.step * per_rank_batch)
+        loader = DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler,
+                            num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
+                            persistent_workers=cfg.workers > 0, drop_last=True)
+        self.batches = iter(loader)
+        self.steps_per_epoch = max(1, sampler.per_epoch // per_rank_batch)
+        self.val_every = cfg.val_every or self.steps_per_epoch
+        self.log = RunLog(self.out, self.step if cfg.resume else None, cfg.tensorboard) \
+            if ddp.main else None
 
-    dataset = RandomCrops(scan.train, cfg.crop, cfg.max_scale, cfg.seed)
-    if cfg.rebalance > 0:
-        histogram = training_histogram(dataset)
-        objective.weights = rarity_weights(histogram, cfg.rebalance).to(device)
-        if ddp.main:
-            tensors = {"histogram": histogram, "weights": objective.weights.cpu()}
-            atomic_write(out / "ab_rarity.safetensors", lambda tmp: save_file(tensors, tmp))
-        say(f"rarity weights (strength {cfg.rebalance}): "
-            f"{float(objective.weights.min()):.2f} to {float(objective.weights.max()):.2f}")
-    sampler = EpochSampler(len(dataset), cfg.seed, ddp.rank, ddp.world,
-                           start=step * per_rank_batch)
-    loader = DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler,
-                        num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                        persistent_workers=cfg.workers > 0, drop_last=True)
-    steps_per_epoch = max(1, sampler.per_epoch // per_rank_batch)
-    val_every = cfg.val_every or steps_per_epoch
-    log = RunLog(out, step if cfg.resume else None, cfg.tensorboard) if ddp.main else None
+    # -- the loop
 
-    def card(figures: dict) -> dict:
+    def run(self) -> dict:
+        cfg, ddp = self.cfg, self.ddp
+        self.t0 = time.time()
+        self.net.train()
+        bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=not (ddp.main and cfg.progress))
+        acc: dict[str, float] = {}
+        figures: dict = {}
+        stopped_early = False
+        while self.step < cfg.steps:
+            for k, v in self._train_step().items():
+                acc[k] = acc.get(k, 0.0) + v
+            acc["n"] = acc.get("n", 0) + 1
+            bar.update(1)
+            out_of_time = self._out_of_time()
+            last = self.step == cfg.steps or out_of_time
+            validating = self.step % self.val_every == 0 or last
+            if ddp.main and (self.step % cfg.log_every == 0 or validating):
+                figures = self._log(acc, bar, validating) or figures
+                acc = {}
+            if ddp.main and (self.step % cfg.ckpt_every == 0 or last):
+                self._checkpoint()
+            if out_of_time:
+                stopped_early = True
+                self.say(f"time budget of {cfg.time_budget:.0f} s reached at step {self.step}: "
+                         "stopped cleanly (continue with --resume and a larger budget)")
+                break
+        bar.close()
+        self._finish(figures, stopped_early)
+        return figures
+
+    def _train_step(self) -> dict[str, float]:
+        """One optimiser step (and one discriminator step with a GAN); the loss parts."""
+        amp, device, adversary = self.amp, self.device, self.adversary
+        rgb = next(self.batches).to(device, non_blocking=True).float() / 255.0
+        l, ab = rgb_to_model(rgb)
+        l_in = age_lightness(l, self.cfg.old_photo, self.aging) if self.cfg.old_photo else l
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss, parts, pred = self.objective(self.train_net, l_in, ab, clean_l=l)
+            gan_on = adversary is not None and adversary.active(self.step)
+            if gan_on:
+                parts["adv"] = adversary.generator_loss(l, pred)
+                loss = loss + adversary.weight * parts["adv"]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        if gan_on:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                parts["disc"] = adversary.step(l, ab, pred)
+        self.step += 1
+        return {k: float(v.detach()) for k, v in {"loss": loss, **parts}.items()}
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.t0
+
+    def _out_of_time(self) -> bool:
+        out_of_time = self.cfg.time_budget > 0 and self._elapsed() > self.cfg.time_budget
+        if self.ddp.active and self.cfg.time_budget > 0:  # all ranks stop at the same step
+            flag = torch.tensor([float(out_of_time)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            out_of_time = bool(flag.item())
+        return out_of_time
+
+    def _log(self, acc: dict[str, float], bar: tqdm, validating: bool) -> dict | None:
+        """Write a log row of the mean loss parts (and validate: then the figures)."""
+        n = acc.pop("n")
+        row = {"step": self.step, "epoch": f"{self.step / self.steps_per_epoch:.3f}",
+               "seconds": f"{self._elapsed():.1f}",
+               "lr": f"{self.scheduler.get_last_lr()[0]:.3g}",
+               **{f"train_{k}": f"{v / n:.6g}" for k, v in acc.items()}}
+        bar.set_postfix(loss=f"{acc['loss'] / n:.4g}", lr=row["lr"])
+        figures = self._validate() if validating else None
+        if figures:
+            row.update({k: f"{v:.6g}" for k, v in figures.items()})
+        self.log.write(row)
+        if validating:
+            self.log.plot(self.out / "curves.png")
+        return figures
+
+    def _validate(self) -> dict:
+        figures = validate(self.net, self.val_rgb, self.objective, self.device, self.amp)
+        figures.update(self.base_figures)
+        if figures["val_psnr_ab"] > self.best:
+            self.best = figures["val_psnr_ab"]
+            save_weights(self.model, self.out / "best", self._card(figures))
+        self.say(f"step {self.step}: val PSNR_ab {figures['val_psnr_ab']:.2f} dB "
+                 f"(no colour {figures['base_psnr_ab']:.2f}), SSIM_ab "
+                 f"{figures['val_ssim_ab']:.4f} (no colour {figures['base_ssim_ab']:.4f}), "
+                 f"colourfulness {100 * figures['val_cf_ratio']:.0f}% of the truth, cast "
+                 f"{figures['val_cast']:.2f} (mean b* {figures['val_b_mean']:+.1f} vs "
+                 f"{figures['val_b_truth']:+.1f})")
+        return figures
+
+    def _card(self, figures: dict) -> dict:
+        cfg, scan = self.cfg, self.scan
         return {
-            "steps": step, "train_seconds": round(elapsed_before + time.time() - t0, 1),
-            "device": describe_device(device),
-            "processes": ddp.world, "data": {"roots": [str(Path(r)) for r in cfg.data],
-            "train_photos": len(scan.train), "val_photos": len(scan.val),
-            "skipped_gray": len(scan.skipped_gray)},
+            "steps": self.step, "train_seconds": round(self._elapsed(), 1),
+            "device": describe_device(self.device), "processes": self.ddp.world,
+            "data": {"roots": [str(Path(r)) for r in cfg.data],
+                     "train_photos": len(scan.train), "val_photos": len(scan.val),
+                     "skipped_gray": len(scan.skipped_gray)},
             "validation": {"size": cfg.val_size, **{k: round(v, 4) for k, v in figures.items()}},
             "recipe": {k: v for k, v in asdict(cfg).items()
                        if k not in ("data", "out", "resume", "progress", "extra_card")},
             **cfg.extra_card,
         }
 
-    def checkpoint() -> None:
-        state = {"net": net.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "step": step, "best": best,
-                 "elapsed": elapsed_before + time.time() - t0, "rng": _rng_state()}
-        if adversary is not None:
-            state["adversary"] = adversary.state_dict()
-        atomic_write(last_ckpt, lambda tmp: torch.save(state, tmp))
+    def _checkpoint(self) -> None:
+        state = {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "step": self.step, "best": self.best,
+                 "elapsed": self._elapsed(), "rng": _rng_state()}
+        if self.adversary is not None:
+            state["adversary"] = self.adversary.state_dict()
+        atomic_write(self.out / "last.pt", lambda tmp: torch.save(state, tmp))
 
-    def evaluate_and_log(row: dict) -> dict:
-        nonlocal best
-        figures = validate(net, val_rgb, objective, device, amp)
-        figures.update(base_figures)
-        row.update({k: f"{v:.6g}" for k, v in figures.items()})
-        if figures["val_psnr_ab"] > best:
-            best = figures["val_psnr_ab"]
-            save_weights(model, out / "best", card(figures))
-        say(f"step {step}: val PSNR_ab {figures['val_psnr_ab']:.2f} dB "
-            f"(no colour {figures['base_psnr_ab']:.2f}), SSIM_ab {figures['val_ssim_ab']:.4f} "
-            f"(no colour {figures['base_ssim_ab']:.4f}), colourfulness "
-            f"{100 * figures['val_cf_ratio']:.0f}% of the truth")
-        return figures
-
-    # -- loop
-    t0 = time.time()
-    net.train()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not (ddp.main and cfg.progress),
-               unit="step", dynamic_ncols=True)
-    acc: dict[str, float] = {}
-    acc_n, figures, stopped_early = 0, {}, False
-    batches = iter(loader)
-    while step < cfg.steps:
-        rgb = next(batches).to(device, non_blocking=True).float() / 255.0
-        l, ab = rgb_to_model(rgb)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss, parts, pred = objective(train_net, l, ab)
-            gan_on = adversary is not None and adversary.active(step)
-            if gan_on:
-                parts["adv"] = adversary.generator_loss(l, pred)
-                loss = loss + adversary.weight * parts["adv"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if gan_on:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                parts["disc"] = adversary.step(l, ab, pred)
-        step += 1
-        for k, v in {"loss": loss, **parts}.items():
-            acc[k] = acc.get(k, 0.0) + float(v.detach())
-        acc_n += 1
-        bar.update(1)
-
-        out_of_time = cfg.time_budget > 0 and elapsed_before + time.time() - t0 > cfg.time_budget
-        if ddp.active and cfg.time_budget > 0:  # all ranks must stop at the same step
-            flag = torch.tensor([float(out_of_time)], device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            out_of_time = bool(flag.item())
-        last = step == cfg.steps or out_of_time
-        validating = step % val_every == 0 or last
-        if ddp.main and (step % cfg.log_every == 0 or validating):
-            row = {"step": step, "epoch": f"{step / steps_per_epoch:.3f}",
-                   "seconds": f"{elapsed_before + time.time() - t0:.1f}",
-                   "lr": f"{scheduler.get_last_lr()[0]:.3g}",
-                   **{f"train_{k}": f"{v / acc_n:.6g}" for k, v in acc.items()}}
-            bar.set_postfix(loss=f"{acc['loss'] / acc_n:.4g}", lr=row["lr"])
-            acc, acc_n = {}, 0
-            if validating:
-                figures = evaluate_and_log(row)
-            log.write(row)
-            if validating:
-                log.plot(out / "curves.png")
-        if ddp.main and (step % cfg.ckpt_every == 0 or last):
-            checkpoint()
-        if out_of_time:
-            stopped_early = True
-            say(f"time budget of {cfg.time_budget:.0f} s reached at step {step}: stopped cleanly "
-                f"(continue with --resume and a larger budget)")
-            break
-    bar.close()
-
-    if ddp.active:  # show that all ranks hold the same weights
-        mine = torch.tensor([parameter_checksum(net)], dtype=torch.float64, device=device)
-        gathered = [torch.zeros_like(mine) for _ in range(ddp.world)]
-        dist.all_gather(gathered, mine)
-        sums = [float(g.cpu()) for g in gathered]
-        say(f"ranks in sync: {len(set(sums)) == 1} (parameter checksums {sums})")
-        if len(set(sums)) != 1:
-            raise RuntimeError(f"distributed ranks diverged: {sums}")
-    if ddp.main:
-        save_weights(model, out / "final", card(figures))
-        say(f"done: {step} steps{' (time budget)' if stopped_early else ''}; weights in "
-            f"{out / 'best.safetensors'} (best validation) and {out / 'final.safetensors'}")
-    if ddp.active:
-        dist.barrier()
-        dist.destroy_process_group()
-    return figures
+    def _finish(self, figures: dict, stopped_early: bool) -> None:
+        """Check that all ranks agree, write the final weights, leave the process group."""
+        ddp = self.ddp
+        if ddp.active:  # show that all ranks hold the same weights
+            mine = torch.tensor([parameter_checksum(self.net)], dtype=torch.float64,
+                                device=self.device)
+            gathered = [torch.zeros_like(mine) for _ in range(ddp.world)]
+            dist.all_gather(gathered, mine)
+            sums = [float(g.cpu()) for g in gathered]
+            self.say(f"ranks in sync: {len(set(sums)) == 1} (parameter checksums {sums})")
+            if len(set(sums)) != 1:
+                raise RuntimeError(f"distributed ranks diverged: {sums}")
+        if ddp.main:
+            save_weights(self.model, self.out / "final", self._card(figures))
+            self.say(f"done: {self.step} steps{' (time budget)' if stopped_early else ''}; "
+                     f"weights in {self.out / 'best.safetensors'} (best validation) and "
+                     f"{self.out / 'final.safetensors'}")
+        if ddp.active:
+            dist.barrier()
+            dist.destroy_process_group()

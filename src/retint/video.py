@@ -23,13 +23,14 @@ import os
 import resource
 import struct
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .options import add_colorizer_options, colorizer_from_args
 
 if TYPE_CHECKING:  # heavy imports happen where used: `retint --help` stays instant
     from torch import Tensor
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # heavy imports happen where used: `retint --help` stays inst
 H264_ENCODERS = ("libx264", "h264_nvenc", "h264_qsv", "h264_amf", "h264_v4l2m2m", "h264")
 CRF_CODECS = {"libx264", "libx265", "libvpx-vp9", "libvpx", "libaom-av1", "libsvtav1"}
 GATE_SIZE = 256  # long side at which motion is measured (noise averages out; cheap)
+STILL_FORMATS = {"image2", "webp", "tiff", "bmp"}  # FFmpeg demuxers of single pictures
 
 
 # ---------------------------------------------------------------- temporal stabilisation
@@ -72,6 +74,7 @@ class Stabilizer:
         """Smoothed ab (2,H,W) for the next frame's L (1,H,W, in [0,1]) and predicted ab."""
         import torch.nn.functional as F
 
+        from .color import L_SCALE
         from .metrics import scene_cut
 
         h, w = l.shape[-2:]
@@ -82,7 +85,7 @@ class Stabilizer:
         if prev is None or self._ab is None or self._ab.shape != ab.shape:
             self._ab = ab.clone()
             return self._ab
-        if scene_cut(prev[0, 0] * 100, small[0, 0] * 100):
+        if scene_cut(prev[0, 0] * L_SCALE, small[0, 0] * L_SCALE):
             self.cuts += 1
             self._ab = ab.clone()
             return self._ab
@@ -151,6 +154,8 @@ def colorize_video(src: str | Path, dst: str | Path, colorizer: Colorizer, *,
     """
     import av
 
+    from .io import atomic_path
+
     src, dst = Path(src), Path(dst)
     if dst.resolve() == src.resolve() or (dst.exists() and src.exists()
                                           and os.path.samefile(src, dst)):
@@ -165,7 +170,7 @@ def colorize_video(src: str | Path, dst: str | Path, colorizer: Colorizer, *,
     matrix, rotation = _probe(src)
     report = VideoReport(codec=encoder, rotation=rotation)
     t0 = time.perf_counter()
-    with _opened(src) as inp, _atomic_output(dst) as tmp:
+    with _opened(src) as inp, atomic_path(dst, suffix=f".part{dst.suffix}") as tmp:
         vin = inp.streams.video[0]
         vin.thread_type = "AUTO"
         ains = list(inp.streams.audio)
@@ -225,11 +230,13 @@ class _Job:
         import torch
         import torch.nn.functional as F
 
+        from .color import AB_SCALE, L_SCALE
+
         if self.stabilizer is None:  # output is raw; smooth on the side for the comparison
             smooth = self.measurer(l, raw)
         k = max(1, round(max(l.shape[-2:]) / GATE_SIZE))
         for key, ab in (("off", raw), ("on", smooth)):
-            lab = torch.cat((l * 100, ab.to(l.device) * 128))
+            lab = torch.cat((l * L_SCALE, ab.to(l.device) * AB_SCALE))
             self.meters[key].update(F.avg_pool2d(lab[None], k, ceil_mode=True)[0])
 
     def flicker(self) -> dict[str, float]:
@@ -287,6 +294,8 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job,
         report.frames += len(batch)
         bar.update(len(batch))
     job.out.mux(job.vout.encode(None))
+    bar.total = report.frames  # the container's estimate can be a frame off: end at the count
+    bar.refresh()
     bar.close()
     if report.frames == 0:
         raise ValueError("no video frames in the requested range")
@@ -322,9 +331,25 @@ def _add_video(out: Any, vin: Any, encoder: str, crf: int, matrix: list[int] | N
     return vout
 
 
+def video_output(src: Path, output: str | None) -> Path:
+    """``-o``: a file, or an existing folder (then ``FOLDER/INPUT-NAME.mp4``); by default
+    ``INPUT.retint.mp4`` beside the input."""
+    if output is None:
+        return src.with_name(src.stem + ".retint.mp4")
+    out = Path(output)
+    return out / f"{src.stem}.mp4" if out.is_dir() else out
+
+
 def _probe(src: Path) -> tuple[list[int] | None, int]:
-    """The first frame's display matrix (9 ints) and rotation; also proves frames decode."""
+    """The first frame's display matrix (9 ints) and rotation; also proves frames decode.
+    A still image (which FFmpeg would read as a one-frame film) is refused."""
+    from .io import IMAGE_SUFFIXES
+
+    if src.suffix.lower() in IMAGE_SUFFIXES:
+        raise ValueError(f"{src}: a still image, not a film (use retint colorize)")
     with _opened(src) as inp:
+        if inp.format.name in STILL_FORMATS or inp.format.name.endswith("_pipe"):
+            raise ValueError(f"{src}: a still image, not a film (use retint colorize)")
         for frame in inp.decode(inp.streams.video[0]):
             for side in frame.side_data:
                 if "DISPLAYMATRIX" in str(side.type):
@@ -358,26 +383,6 @@ def _why(err: BaseException) -> str:
     return " ".join(str(text).split())
 
 
-@contextlib.contextmanager
-def _atomic_output(dst: Path) -> Iterator[Path]:
-    """A hidden temp path beside ``dst`` (same suffix, so the container format follows it),
-    renamed onto ``dst`` on success and deleted on any exception, KeyboardInterrupt included."""
-    from .io import _final_mode
-
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=f".part{dst.suffix}")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, _final_mode(dst))
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 # ---------------------------------------------------------------- command line
 
 
@@ -397,30 +402,36 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    help="stabilisation, 0-1: still pixels average ~1/(1-s) frames (0.8)")
     p.add_argument("--report", action="store_true",
                    help="also print flicker with stabilisation off vs on, fps and peak memory")
-    p.add_argument("--model", default="default", help="default, teacher, student or a path")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--size", type=int, default=256, help="working size (long side) of the model")
-    p.add_argument("--batch-size", type=int, default=8, help="frames per model batch")
-    p.add_argument("--saturation", type=float, default=1.0,
-                   help="scale the predicted colour (1 = as predicted; kept inside sRGB)")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="do nothing if the output exists")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace an existing output (default: refuse)")
+    add_colorizer_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_video)
 
 
 def cmd_video(args: argparse.Namespace) -> int:
     """Run ``retint video``; a bad input or option prints one ``error:`` line and returns 2."""
-    from .inference import Colorizer
+    from .batch import UsageError, check_writable, progress_wanted
 
     src = Path(args.input)
-    dst = Path(args.output) if args.output else src.with_name(src.stem + ".retint.mp4")
     try:
+        dst = video_output(src, args.output)
+        if dst.exists() and args.skip_existing:
+            print(f"skipped: {dst} exists")
+            return 0
+        if dst.exists() and not args.overwrite:
+            raise UsageError(f"{dst} exists (use --overwrite or --skip-existing)")
+        check_writable([dst.parent])
         stabilize = Stabilizer(args.strength) if args.stabilize else False
         _probe(src)  # a bad input fails before the model loads
-        colorizer = Colorizer(args.model, device=args.device, working_size=args.size,
-                              batch_size=args.batch_size, saturation=args.saturation)
+        colorizer = colorizer_from_args(args)
         report = colorize_video(src, dst, colorizer, codec=args.codec, crf=args.crf,
                                 start=args.start, end=args.end, stabilize=stabilize,
-                                measure_flicker=args.report, progress=not args.quiet)
+                                measure_flicker=args.report,
+                                progress=progress_wanted(args.quiet))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -21,17 +21,30 @@ from .teacher import Teacher
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"teacher": Teacher, "student": Student}
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
+BUNDLED = ("default", *ARCHITECTURES)  # the names of the models that ship in the package
+SIZE_MULTIPLE = 16  # every model halves its input four times
+
+
+def check_size(what: str, size: int) -> int:
+    """``size`` if the models can take it (a positive multiple of 16), else a clear error."""
+    if size < SIZE_MULTIPLE or size % SIZE_MULTIPLE:
+        raise ValueError(f"{what} must be a positive multiple of {SIZE_MULTIPLE} "
+                         f"(16, 32, ... 256 ...), got {size}")
+    return size
 
 
 def build_model(arch: str, width: float = 1.0, backbone: str | None = None,
-                fusion: str = "concat", **encoder_options) -> nn.Module:
-    """A fresh model; ``backbone`` adds a frozen pretrained encoder fused into its latent."""
+                pyramid: bool = False, sha256: str | None = None) -> nn.Module:
+    """A fresh model; ``backbone`` adds a frozen pretrained encoder fused into its latent, and
+    ``pyramid`` (teacher only) its features at every scale into the decoder."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r} (choose from {', '.join(ARCHITECTURES)})")
     if backbone in (None, "", "none"):
         return ARCHITECTURES[arch](width=width)
-    return ARCHITECTURES[arch](width=width, backbone=backbone, fusion=fusion,
-                               **encoder_options)
+    if pyramid and arch != "teacher":
+        raise ValueError("encoder features at every scale (pyramid) are a teacher option")
+    options = {"pyramid": True} if pyramid else {}
+    return ARCHITECTURES[arch](width=width, backbone=backbone, sha256=sha256, **options)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -67,32 +80,29 @@ def save_weights(
     if getattr(model, "backbone", None):
         from .backbone import backbone_info
 
-        meta["backbone"] = {**backbone_info(model.backbone), "tuned_blocks": model.pretrained.tune,
-                            "input_size": model.pretrained.input_size,
-                            "blocks": list(model.pretrained.blocks)}
-        meta["fusion"] = model.fusion_mode
+        meta["backbone"] = {**backbone_info(model.backbone),
+                            "pyramid": bool(getattr(model, "pyramid", False))}
     weights_path, card_path = _paths(path)
     atomic_write(weights_path, lambda tmp: save_file(tensors, tmp))
     atomic_write(card_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
     return weights_path
 
 
-def read_card(path: str | Path) -> dict[str, Any]:
-    return json.loads(_paths(path)[1].read_text())
-
-
 def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a model from its card and weights, in float32 and eval mode."""
     weights_path, card_path = _paths(path)
     if not weights_path.is_file() or not card_path.is_file():
-        raise FileNotFoundError(f"{weights_path}: no such model (need it and its .json card)")
+        raise FileNotFoundError(f"{weights_path}: no such model (the bundled ones are "
+                                f"{', '.join(BUNDLED)}; a path needs NAME.safetensors beside "
+                                "its NAME.json card)")
     card = json.loads(card_path.read_text())
     backbone = card.get("backbone") or {}
+    if (backbone.get("tuned_blocks") or backbone.get("input_size")
+            or backbone.get("blocks", [10]) != [10] or card.get("fusion", "concat") != "concat"):
+        raise ValueError(f"{card_path}: trained with encoder options this version no longer has "
+                         "(fine-tuned blocks, a smaller encoder input, other blocks or FiLM)")
     model = build_model(card["arch"], card.get("width", 1.0), backbone.get("name"),
-                        card.get("fusion", "concat"), sha256=backbone.get("sha256"),
-                        tune=backbone.get("tuned_blocks", 0),
-                        input_size=backbone.get("input_size", 0),
-                        blocks=tuple(backbone.get("blocks", (10,))))  # older cards: block 10
+                        backbone.get("pyramid", False), sha256=backbone.get("sha256"))
     state = load_file(str(weights_path))
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state)
@@ -108,7 +118,29 @@ def resolve_model_path(name: str) -> Path:
     return _paths(name)[0]
 
 
+def model_id(name: str | Path) -> str:
+    """The one short name of a model: a bundled name as given, a run's ``best``/``final`` by
+    its run folder (``run/final``), any other file by its stem."""
+    if str(name) in BUNDLED:
+        return str(name)
+    weights = _paths(name)[0]
+    stem = weights.name.removesuffix(".safetensors")
+    return f"{weights.parent.name}/{stem}" if stem in ("best", "final") else stem
+
+
+def unique_ids(ids: list[str]) -> list[str]:
+    """``ids`` with repeats told apart as ``id-2``, ``id-3``...: labels for tables and menus."""
+    out: list[str] = []
+    for base in ids:
+        name, n = base, 2
+        while name in out:
+            name, n = f"{base}-{n}", n + 1
+        out.append(name)
+    return out
+
+
 __all__ = [
-    "ARCHITECTURES", "Student", "Teacher", "build_model", "count_parameters", "load_weights",
-    "read_card", "resolve_model_path", "save_weights",
+    "ARCHITECTURES", "BUNDLED", "SIZE_MULTIPLE", "Student", "Teacher", "build_model",
+    "check_size", "count_parameters", "load_weights", "model_id", "resolve_model_path",
+    "save_weights", "unique_ids",
 ]

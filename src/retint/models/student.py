@@ -22,12 +22,12 @@ class Student(nn.Module):
 
     arch = "student"
 
-    def __init__(self, width: float = 1.0, backbone: str | None = None, fusion: str = "concat",
-                 **encoder_options) -> None:
+    def __init__(self, width: float = 1.0, backbone: str | None = None,
+                 sha256: str | None = None) -> None:
         super().__init__()
         c1, c2, c3, c4, c5 = (scaled(c, width) for c in (32, 64, 128, 256, 512))
         self.width = width
-        self.backbone, self.fusion_mode = backbone, fusion
+        self.backbone = backbone
         self.latent_channels = c5
         self.encoder = nn.Sequential(
             Plain(conv(1, c1)),
@@ -46,14 +46,17 @@ class Student(nn.Module):
         if backbone:  # imported here: a model without an encoder never loads its package
             from .backbone import FrozenEncoder, Fusion
 
-            self.pretrained = FrozenEncoder(backbone, **encoder_options)
-            self.fusion = Fusion(c5, fusion, global_channels=max(32, c5 // 2),
-                                 feature_channels=self.pretrained.channels)
+            self.pretrained = FrozenEncoder(backbone, sha256)
+            self.fusion = Fusion(c5, global_channels=max(32, c5 // 2),
+                                 feature_channels=self.pretrained.channels[16])
 
     def latent(self, l: Tensor) -> Tensor:
         """The (fused) latent: what distillation compares with the teacher's."""
         z = self.encoder(l)
-        return self.fusion(z, *self.pretrained(l)) if self.backbone else z
+        if not self.backbone:
+            return z
+        pyramid, pooled = self.pretrained(l)
+        return self.fusion(z, pyramid[16], pooled)
 
     def forward(self, l: Tensor, return_latent: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         z = self.latent(l)

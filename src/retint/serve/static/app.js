@@ -87,7 +87,7 @@ async function run(job) {
   } catch (err) {
     return fail(card, "The server could not be reached; is it still running?");
   }
-  if (res.status === 503 && job.tries < 20) {  // busy: wait as told and try again
+  if ((res.status === 503 || res.status === 429) && job.tries < 20) {  // busy: wait as told, retry
     job.tries++;
     const wait = Number(res.headers.get("Retry-After") || 1) * 1000;
     $(".state", card).textContent = "server busy, retrying…";

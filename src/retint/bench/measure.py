@@ -1,0 +1,132 @@
+"""The measurements: the machine, each model's size, latency, full-resolution pipeline and the
+reference pipeline, gathered into one JSON-ready dict (read by :mod:`.report`)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..device import cpu_name, describe_device
+from ..inference import Colorizer, working_shape
+from ..models import count_parameters
+from .macs import count_macs
+from .photo import make_photo, ours_stages
+from .reference import reference_stages
+from .settings import Settings
+from .timing import measure_peaks, median_time, peak_mb, reset_peak, time_stages
+
+MACS_SIZE = 256  # the size at which parameters' MACs are reported, whatever sizes are timed
+Progress = Callable[[str], None]
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    try:
+        ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (AttributeError, ValueError, OSError):
+        ram_gb = None
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "usable_cores": usable,
+            "torch_threads": torch.get_num_threads(), "ram_gb": ram_gb,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "device": str(device),
+            "device_name": cpu_name() if device.type == "cpu" else describe_device(device),
+            "date": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def bench_latency(model: nn.Module, device: torch.device, settings: Settings,
+                  peak: dict[str, float], progress: Progress) -> dict[str, dict[str, Any]]:
+    """Network alone on random L, batch 1 and ``settings.batch``, at each size."""
+    runs, warmup = settings.runs, settings.warmup
+    cases: dict[str, dict[str, Any]] = {}
+    for size in settings.sizes:
+        flops = 2 * count_macs(model, (1, 1, size, size))
+        for b in sorted({1, settings.batch}):
+            progress(f"{size}² batch {b}")
+            x = torch.rand(b, 1, size, size, device=device)
+            reset_peak(device)
+            with torch.inference_mode():
+                t = median_time(lambda x=x: model(x), runs, warmup, device)
+            gflops = flops * b / t / 1e9
+            cases[f"{size}px_b{b}"] = case = {
+                "size": size, "batch": b, "ms_per_image": 1e3 * t / b, "images_per_s": b / t,
+                "gflop_per_s": gflops, "of_matmul_peak": gflops / peak["matmul_gflops"],
+                "of_conv_peak": gflops / peak["conv_gflops"], "peak_mem_mb": peak_mb(device)}
+            encoder = getattr(model, "pretrained", None)
+            if encoder is not None:  # the frozen pretrained encoder's share of that time
+                with torch.inference_mode():
+                    te = median_time(lambda x=x, e=encoder: e(x), runs, warmup, device)
+                case["encoder_ms_per_image"] = 1e3 * te / b
+                case["encoder_share"] = te / t
+    return cases
+
+
+def bench_fullres(colorizer: Colorizer, src: Path, dst: Path, shape: tuple[int, int],
+                  settings: Settings) -> dict[str, Any]:
+    """Our pipeline stage by stage on the big photo; predict_ab is also timed on an L already
+    at the working size, which splits 'model+resize' into the network and the resizing."""
+    dev, (h, w), runs, warmup = colorizer.device, shape, settings.runs, settings.warmup
+    reset_peak(dev)
+    with torch.inference_mode():
+        stages = time_stages(ours_stages(colorizer, src, dst), runs, warmup, dev)
+        small = [torch.rand(1, *working_shape(h, w, colorizer.working_size))]
+        network = median_time(lambda: colorizer.predict_ab(small), runs, warmup, dev)
+    return {"height": h, "width": w, "stages_s": stages, "total_s": sum(stages.values()),
+            "network_s": network, "slowest": max(stages, key=stages.__getitem__),
+            "peak_mem_mb": peak_mb(dev)}
+
+
+def bench_reference(colorizer: Colorizer, src: Path, dst: Path, ours_s: float,
+                    settings: Settings) -> dict[str, Any]:
+    """The original project's pipeline on the same photo with the same model."""
+    stages = reference_stages(colorizer.model, colorizer.device, src, dst)
+    ref = time_stages(stages, settings.runs, settings.warmup, colorizer.device)
+    total = sum(ref.values())
+    return {"stages_s": ref, "total_s": total, "ours_over_reference": ours_s / total}
+
+
+def bench_model(colorizer: Colorizer, photo: Path, shape: tuple[int, int], settings: Settings,
+                peak: dict[str, float], progress: Progress) -> dict[str, Any]:
+    """Every figure of one model (``photo`` is the test photo, of ``shape``)."""
+    model, tmp = colorizer.model, photo.parent
+    macs = count_macs(model, (1, 1, MACS_SIZE, MACS_SIZE))
+    rec: dict[str, Any] = {"path": str(colorizer.model_path),
+                           "parameters": count_parameters(model),
+                           "macs_256": macs, "gflops_256": 2 * macs / 1e9}
+    rec["latency"] = bench_latency(model, colorizer.device, settings, peak, progress)
+    progress(f"full resolution {shape[1]}x{shape[0]}")
+    rec["fullres"] = bench_fullres(colorizer, photo, tmp / "ours.jpg", shape, settings)
+    if settings.reference:
+        progress("reference pipeline")
+        rec["reference"] = bench_reference(colorizer, photo, tmp / "ref.jpg",
+                                           rec["fullres"]["total_s"], settings)
+    return rec
+
+
+def run_bench(colorizers: Mapping[str, Colorizer], settings: Settings | None = None,
+              progress: Progress = lambda _: None) -> dict[str, Any]:
+    """Run every measurement of each colorizer (by its label) on the first one's device, at
+    ``settings.working_size``; return them as one JSON-ready dict (see ``format_report``)."""
+    settings = settings or Settings()
+    if not colorizers:
+        raise ValueError("no model to benchmark")
+    dev = next(iter(colorizers.values())).device
+    progress(f"measuring peak GFLOP/s on {dev}")
+    peak = measure_peaks(dev, settings.runs, settings.warmup, settings.peak_n, settings.peak_hw)
+    out: dict[str, Any] = {"settings": settings.as_json(list(colorizers)),
+                           "machine": machine_info(dev), "peak": peak, "models": {}}
+    with tempfile.TemporaryDirectory(prefix="retint-bench-") as tmp:
+        photo = Path(tmp) / "photo.jpg"
+        shape = make_photo(photo, settings.megapixels)
+        for key, colorizer in colorizers.items():
+            out["models"][key] = bench_model(
+                colorizer.resized(settings.working_size), photo, shape, settings, peak,
+                lambda msg, key=key: progress(f"{key}: {msg}"))
+    return out

@@ -1,0 +1,66 @@
+"""Where models run: device choice and a human description of the hardware.
+
+At the bottom of the layers (beside colour maths and I/O): inference, training, serving and the
+benchmark all pick and describe their device here, so colorizing a photo never imports the
+training stack.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; a named device must exist here."""
+    if name != "auto":
+        try:
+            device = torch.device(name)
+        except RuntimeError as err:
+            raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") \
+                from err
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} is not available: this torch sees no CUDA GPU")
+        if device.type == "mps" and not _mps_available():
+            raise ValueError(f"device {name!r} is not available on this machine")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` line of /proc/cpuinfo (Linux), or None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f
+                         if line.split(":", 1)[0].strip() == field), None)
+    except OSError:
+        return None
+
+
+def cpu_name() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 units (AVX-512 BF16 or AMX), where bf16 autocast pays."""
+    flags = (_cpuinfo("flags") or "").split()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def describe_device(device: torch.device) -> str:
+    """A human name for where a model ran, for model cards and benchmark reports."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    return f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"

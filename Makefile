@@ -26,17 +26,23 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/retint demo -o out
 
-# The README's results tables, sheet and bundled weights, from the shared photo pool (hours on CPU;
-# runs already trained under runs/recipes are kept, and scores are cached).
+# The results tables, sheets and bundled weights, from the shared photo pool (hours on CPU;
+# runs already trained under runs/recipes are kept, scores are cached, and the runs the bundled
+# models were trained as are restored from the package when missing).
 SHARED ?= ../shared/data
 RECIPES := $(BIN)/python scripts/recipes.py
+DATA := $(SHARED)/photos $(SHARED)/imagenet-sample $(SHARED)/people $(SHARED)/streets
+TEACHER ?= pool-cast
+STUDENT ?= student-pool
 results: $(VENV)/.installed
-	$(RECIPES) pool --data $(SHARED)/photos $(SHARED)/imagenet-sample
-	$(RECIPES) train --data $(SHARED)/photos $(SHARED)/imagenet-sample
-	$(RECIPES) table --data $(SHARED)/photos $(SHARED)/imagenet-sample \
+	$(RECIPES) pool --data $(DATA)
+	$(RECIPES) train --data $(DATA) --only enc-long-l1 student-mimic pool-l1 pool-pyramid \
+		pool-cast $(STUDENT)
+	$(RECIPES) table --data $(DATA) --write-docs \
 		--benchmarks $(SHARED)/benchmarks/bsd100 $(SHARED)/benchmarks/urban100 \
-		--sheet seed-mse enc-long-l1 student-mimic student-enc
-	$(RECIPES) install enc-long-l1 student-mimic
+		--only enc-long-l1 pool-l1 pool-pyramid pool-cast student-mimic $(STUDENT) \
+		--sheet enc-long-l1 $(TEACHER) $(STUDENT)
+	$(RECIPES) install --data $(DATA) $(TEACHER) $(STUDENT)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests scripts

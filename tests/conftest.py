@@ -15,7 +15,7 @@ import torch
 from retint.io import write_image
 from retint.models import build_model, save_weights
 
-COLOUR_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
+COLOR_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
                  "immunohistochemistry")
 
 torch.set_num_threads(1)  # tiny models: threads cost more than they give
@@ -39,7 +39,7 @@ def sepia(rgb: np.ndarray) -> np.ndarray:
 def photos_dir(tmp_path_factory) -> Path:
     """A folder of real colour photos (nested), plus one gray and one sepia photo to skip."""
     root = tmp_path_factory.mktemp("photos")
-    for i, name in enumerate(COLOUR_PHOTOS):
+    for i, name in enumerate(COLOR_PHOTOS):
         sub = root / ("nested" if i % 2 else "")
         write_image(sub / f"{name}.jpg", photo(name))
     write_image(root / "gray_camera.png", photo("camera"))

@@ -58,7 +58,7 @@ def test_default_follows_the_written_rule():
     assert Colorizer().name == default
 
 
-def test_default_model_meets_the_colour_goals_on_its_held_out_photos():
+def test_default_model_meets_the_color_goals_on_its_held_out_photos():
     card = load_weights(resolve_model_path("default"))[1]
     assert goals_met(*_held_out(card)) == 3
 
@@ -70,7 +70,7 @@ def test_student_is_within_the_fast_model_goal_of_the_teacher():
     assert fast_goal_met(rows["teacher"], rows["student"])
 
 
-def test_default_model_gives_colour_and_keeps_size():
+def test_default_model_gives_color_and_keeps_size():
     gray = photo("camera")[:301, :457]
     out = Colorizer().colorize(gray)
     assert out.shape == gray.shape and out.dtype == np.uint8

@@ -244,7 +244,7 @@ def test_8bit_encoding_table_matches_exact_rounding():
 # ---------------------------------------------------------------- gamut-safe saturation
 
 
-def test_gamut_limit_keeps_in_gamut_colours_and_pulls_the_rest_in():
+def test_gamut_limit_keeps_in_gamut_colors_and_pulls_the_rest_in():
     from retint.color import AB_SCALE, L_SCALE, gamut_limit, in_srgb_gamut
 
     torch.manual_seed(0)

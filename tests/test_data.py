@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import COLOUR_PHOTOS, photo, sepia
+from conftest import COLOR_PHOTOS, photo, sepia
 
 from retint.data import (
-    MIN_COLOUR_SPREAD,
+    MIN_COLOR_SPREAD,
     MIN_TINT_MINOR_AXIS,
     EpochSampler,
     Photo,
     RandomCrops,
     center_crops,
-    colour_spread,
+    color_spread,
     is_monotone,
     scan_photos,
     tint_minor_axis,
@@ -52,11 +52,11 @@ def tiles_dir(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------- scan_photos
 
 
-def test_scan_finds_nested_colour_photos(photos_scan, photos_dir):
+def test_scan_finds_nested_color_photos(photos_scan, photos_dir):
     found = photos_scan.train + photos_scan.val
-    assert names(found) == {f"{n}.jpg" for n in COLOUR_PHOTOS}
+    assert names(found) == {f"{n}.jpg" for n in COLOR_PHOTOS}
     nested = {p for p in found if p.path.parent.name == "nested"}
-    assert len(nested) == len(COLOUR_PHOTOS) // 2
+    assert len(nested) == len(COLOR_PHOTOS) // 2
     for p in found:
         assert p.key == f"{photos_dir.name}/{p.path.relative_to(photos_dir).as_posix()}"
     assert not names(photos_scan.train) & names(photos_scan.val)
@@ -77,7 +77,7 @@ def test_unreadable_file_is_reported_and_scan_goes_on(photos_dir, tmp_path):
     assert [p.path.name for p, _ in scan.unreadable] == ["broken.jpg"]
     message = scan.unreadable[0][1]
     assert "broken.jpg" in message and "\n" not in message
-    assert names(scan.train + scan.val) == {f"{n}.jpg" for n in COLOUR_PHOTOS}
+    assert names(scan.train + scan.val) == {f"{n}.jpg" for n in COLOR_PHOTOS}
 
 
 def test_split_is_deterministic_and_seeded(tiles_dir):
@@ -110,7 +110,7 @@ def test_tiny_folder_still_gets_a_validation_photo(tmp_path):
     assert scan_photos([tmp_path], val_fraction=1e-9, seed=0).val == scan.val
 
 
-# ---------------------------------------------------------------- colour_spread
+# ---------------------------------------------------------------- color_spread
 
 
 def tinted(rgb: np.ndarray, tint) -> np.ndarray:
@@ -118,10 +118,10 @@ def tinted(rgb: np.ndarray, tint) -> np.ndarray:
     return np.clip(gray[..., None] * np.array(tint, np.float32), 0, 255).astype(np.uint8)
 
 
-def test_gray_has_no_colour_spread():
+def test_gray_has_no_color_spread():
     gray = photo("camera")
     assert gray.shape == (512, 512, 3)
-    assert colour_spread(gray) < 0.1
+    assert color_spread(gray) < 0.1
     assert is_monotone(gray)
 
 
@@ -132,22 +132,22 @@ def test_sepia_and_cyanotype_are_monotone(name):
         assert is_monotone(toned)
 
 
-@pytest.mark.parametrize("name", COLOUR_PHOTOS)
-def test_colour_photos_are_not_monotone(name):
+@pytest.mark.parametrize("name", COLOR_PHOTOS)
+def test_color_photos_are_not_monotone(name):
     rgb = photo(name)
-    assert colour_spread(rgb) > MIN_COLOUR_SPREAD
+    assert color_spread(rgb) > MIN_COLOR_SPREAD
     assert tint_minor_axis(rgb) > MIN_TINT_MINOR_AXIS
     assert not is_monotone(rgb)
 
 
 @pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea", "rocket"])
-def test_colour_spread_high_for_colour_photos(name):
-    assert colour_spread(photo(name)) > 3 * colour_spread(photo("camera")) + 2 * MIN_COLOUR_SPREAD
+def test_color_spread_high_for_color_photos(name):
+    assert color_spread(photo(name)) > 3 * color_spread(photo("camera")) + 2 * MIN_COLOR_SPREAD
 
 
-def test_colour_spread_reads_uint16():
+def test_color_spread_reads_uint16():
     rgb = photo("coffee")
-    assert colour_spread(rgb.astype(np.uint16) * 257) == pytest.approx(colour_spread(rgb))
+    assert color_spread(rgb.astype(np.uint16) * 257) == pytest.approx(color_spread(rgb))
 
 
 # ---------------------------------------------------------------- crops
@@ -170,7 +170,7 @@ def test_random_crops_shape_and_determinism(crop_photos):
     assert all(not torch.equal(a, o) for o in others)
     assert not torch.equal(a, RandomCrops(crop_photos, size=64, seed=1)[0, 1])
     # Crops come from the photo: colourful, not padding.
-    assert colour_spread(a.permute(1, 2, 0).numpy()) > MIN_COLOUR_SPREAD
+    assert color_spread(a.permute(1, 2, 0).numpy()) > MIN_COLOR_SPREAD
 
 
 def test_random_crops_of_a_photo_smaller_than_the_crop(tmp_path):

@@ -19,7 +19,7 @@ from scipy.ndimage import gaussian_filter
 from skimage.color import deltaE_ciede2000, lab2rgb, rgb2lab
 from skimage.metrics import peak_signal_noise_ratio
 
-from retint.color import no_colour
+from retint.color import no_color
 from retint.evaluate import (
     BASELINE,
     METRICS,
@@ -155,7 +155,7 @@ def test_baseline_matches_skimage_independently(main_run, folder):
     lab_gray[..., 1:] = 0
     neutral = lab2rgb(lab_gray).mean(axis=2, keepdims=True).repeat(3, axis=2)  # exactly gray
     gray = np.round(neutral * 255).astype(np.uint8)
-    assert np.abs(no_colour(truth).astype(int) - gray).max() <= 1
+    assert np.abs(no_color(truth).astype(int) - gray).max() <= 1
     expected_de = deltaE_ciede2000(lab, rgb2lab(gray)).mean()
     assert entry["scores"][BASELINE]["delta_e00"] == pytest.approx(expected_de, abs=1e-4)
     expected_psnr = peak_signal_noise_ratio(lab[..., 1:] / 128, np.zeros_like(lab[..., 1:]),
@@ -393,3 +393,22 @@ def test_views_summarise_the_photos_under_a_key_prefix(photos_dir):
     people = [e for e in result["images"]["working"] if e["key"].startswith("people/")]
     assert views["people"]["rows"][BASELINE]["psnr_ab"]["mean"] == pytest.approx(
         np.mean([e["scores"][BASELINE]["psnr_ab"] for e in people]))
+
+
+def test_recipes_regenerate_a_marked_block_and_refuse_a_missing_one(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "recipes.py"
+    spec = importlib.util.spec_from_file_location("recipes", path)
+    recipes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipes)
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- t:start -->\nold\n<!-- t:end -->\nafter\n")
+    recipes.write_block(doc, "t", "| new | table |\n")
+    assert doc.read_text() == "intro\n<!-- t:start -->\n| new | table |\n<!-- t:end -->\nafter\n"
+    with pytest.raises(SystemExit, match="no <!-- other:start -->"):
+        recipes.write_block(doc, "other", "x")
+    # the runs behind a recipe keep to the sets they were trained on
+    pool = [f"/d/{n}" for n in ("photos", "imagenet-sample", "people", "streets")]
+    assert recipes.config("enc-long-l1", pool).data == pool[:2]
+    assert recipes.config("pool-cast", pool).data == pool

@@ -346,8 +346,8 @@ def test_colorizer_is_the_package_api(model_files):
 # ---------------------------------------------------------------- saturation knob
 
 
-def test_saturation_scales_colour_and_stays_in_gamut(model_files, monkeypatch):
-    from retint.metrics import colourfulness
+def test_saturation_scales_color_and_stays_in_gamut(model_files, monkeypatch):
+    from retint.metrics import colorfulness
 
     image = photo("coffee")
     gentle = Colorizer(model=str(model_files["teacher"]), device="cpu")
@@ -357,7 +357,7 @@ def test_saturation_scales_colour_and_stays_in_gamut(model_files, monkeypatch):
     for s in (0.0, 1.0, 1.5, 3.0):
         gentle.saturation = s
         out = gentle.colorize(image)
-        cf[s] = float(colourfulness(torch.from_numpy(out).permute(2, 0, 1)[None].double()))
+        cf[s] = float(colorfulness(torch.from_numpy(out).permute(2, 0, 1)[None].double()))
         # lightness survives the boost: gamut limiting moves chroma only, not L
         assert np.abs(_l_channel(out) - _l_channel(image)).mean() < 1.0, s
     assert cf[0.0] < 1.0  # no colour at all

@@ -214,7 +214,7 @@ def test_mode_P_with_transparency(tmp_path):
     np.testing.assert_array_equal(out[index != clear], opaque)
 
 
-def test_mode_RGB_with_colour_key(tmp_path):
+def test_mode_RGB_with_color_key(tmp_path):
     a = ASTRO.copy()
     a[:5, :5] = (1, 2, 3)
     out = read_rgb(save(tmp_path / "a.png", Image.fromarray(a), transparency=(1, 2, 3)))

@@ -112,7 +112,7 @@ def test_rebalanced_training_saves_its_histogram_and_learns(photos_dir, tmp_path
     assert card["recipe"]["rebalance"] == 0.5 and card["recipe"]["loss"] == "huber"
 
 
-def test_output_distillation_matches_sharpened_teacher_colours(model_files, tmp_path):
+def test_output_distillation_matches_sharpened_teacher_colors(model_files, tmp_path):
     cfg = TrainConfig(data=[], out=str(tmp_path), arch="student", teacher=str(
         model_files["teacher"]), kd_output=1.0, kd_sharpen=1.5, alpha=0.0, beta=0.0)
     objective = Objective(cfg, torch.device("cpu"))

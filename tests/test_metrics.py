@@ -18,7 +18,7 @@ from retint.metrics import (
     baseline_metrics,
     cast_metrics,
     ciede2000,
-    colourfulness,
+    colorfulness,
     frechet_distance,
     psnr_ab,
     psnr_rgb,
@@ -292,7 +292,7 @@ def _two_valued(p: tuple[int, int, int], q: tuple[int, int, int], n_p: int, n_q:
     ((50, 150, 100), (200, 40, 255), 25, 75),  # R < G: the abs variant takes |R - G|
     ((0, 255, 0), (255, 0, 255), 10, 30),
 ])
-def test_colourfulness_two_valued_images(p, q, n_p, n_q):
+def test_colorfulness_two_valued_images(p, q, n_p, n_q):
     # rg = |R - G| and yb = |(R + G) / 2 - B| each take two values: with weights w and 1 - w,
     # the mean is w*x + (1-w)*y and the (population) std is sqrt(w*(1-w)) * |x - y|.
     def rg(c):
@@ -305,21 +305,21 @@ def test_colourfulness_two_valued_images(p, q, n_p, n_q):
     mean = [w * f(p) + (1 - w) * f(q) for f in (rg, yb)]
     std = [math.sqrt(w * (1 - w)) * abs(f(p) - f(q)) for f in (rg, yb)]
     expected = math.hypot(*std) + 0.3 * math.hypot(*mean)
-    cf = colourfulness(_two_valued(p, q, n_p, n_q))
+    cf = colorfulness(_two_valued(p, q, n_p, n_q))
     assert cf.dtype == torch.float64 and cf.shape == (1,)
     assert abs(cf.item() - expected) < 1e-9
 
 
-def test_colourfulness_worked_example_and_gray():
+def test_colorfulness_worked_example_and_gray():
     # (200,100,50) & (10,50,130) half each: rg 100/40 -> mean 70, std 30; yb 100/100 -> 100, 0
-    cf = colourfulness(_two_valued((200, 100, 50), (10, 50, 130), 8, 8)).item()
+    cf = colorfulness(_two_valued((200, 100, 50), (10, 50, 130), 8, 8)).item()
     assert abs(cf - (30 + 0.3 * math.sqrt(70**2 + 100**2))) < 1e-9
     uniform = torch.tensor([30.0, 90.0, 20.0]).view(1, 3, 1, 1).expand(2, 3, 5, 7)
-    assert abs(colourfulness(uniform)[1].item() - 0.3 * math.hypot(60, 40)) < 1e-9
+    assert abs(colorfulness(uniform)[1].item() - 0.3 * math.hypot(60, 40)) < 1e-9
     gray = torch.full((1, 3, 9, 9), 77.0)
-    assert colourfulness(gray).item() == 0.0
+    assert colorfulness(gray).item() == 0.0
     with pytest.raises(ValueError):
-        colourfulness(torch.zeros(1, 2, 4, 4))
+        colorfulness(torch.zeros(1, 2, 4, 4))
 
 
 # ---------------------------------------------------------------- colour cast and sets

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import COLOUR_PHOTOS, photo
+from conftest import COLOR_PHOTOS, photo
 from scipy.ndimage import gaussian_filter
 
 from retint.metrics import frechet_distance, top1_agreement
@@ -19,7 +19,7 @@ def judge() -> Lite1Judge:
 
 @pytest.fixture(scope="module")
 def photos() -> list[np.ndarray]:
-    return [photo(name) for name in COLOUR_PHOTOS]
+    return [photo(name) for name in COLOR_PHOTOS]
 
 
 def _blur(rgb: np.ndarray, sigma: float) -> np.ndarray:
@@ -34,9 +34,9 @@ def test_reads_real_photos_once_at_240(judge, photos):
     features, classes = judge(photos)
     assert features.shape == (len(photos), FEATURES) and features.dtype == torch.float64
     assert classes.shape == (len(photos),) and classes.dtype == torch.int64
-    cat = COLOUR_PHOTOS.index("chelsea")
+    cat = COLOR_PHOTOS.index("chelsea")
     assert int(classes[cat]) in range(281, 286)  # ImageNet's domestic cats
-    assert int(classes[COLOUR_PHOTOS.index("coffee")]) == 967  # espresso
+    assert int(classes[COLOR_PHOTOS.index("coffee")]) == 967  # espresso
     again, _ = judge([photos[cat]])  # alone or in a batch, the same reading
     assert torch.allclose(again[0], features[cat], atol=1e-5)
     deep, _ = judge([photos[cat].astype(np.uint16) * 257])  # 16 bits: read as its 8 bits

@@ -226,8 +226,9 @@ def test_pixel_budget_bounds_work_in_flight_and_memory_is_given_back(server):
         time.sleep(0.1)
     assert server.client.get("/healthz").json()["memory_trims"] > before["memory_trims"]
     peak, now = rss_mb(server.proc.pid, "VmHWM"), rss_mb(server.proc.pid)
-    assert peak > before_rss + 150, (before_rss, peak)  # the burst took memory...
-    assert now < before_rss + 100, (before_rss, peak, now)  # ...and gave it back
+    took = peak - before_rss
+    assert took > 30, (before_rss, peak)  # the burst took memory...
+    assert now - before_rss < 0.5 * took + 20, (before_rss, peak, now)  # ...and gave it back
 
 
 # ---------------------------------------------------------------- start-up failures

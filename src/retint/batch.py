@@ -160,7 +160,7 @@ def colorize_files(colorizer, pairs: Sequence[tuple[Path, Path]], *, skip_existi
                    max_pixels: int = DEFAULT_MAX_PIXELS) -> BatchReport:
     """Colorize each pair in batches; a bad file is reported and the batch goes on. An output
     that exists is skipped with ``skip_existing``, else replaced only with ``overwrite``."""
-    from .io import read_rgb, write_image
+    from .io import read_image, write_image
 
     report = BatchReport()
     todo = []
@@ -176,7 +176,7 @@ def colorize_files(colorizer, pairs: Sequence[tuple[Path, Path]], *, skip_existi
         loaded = []
         for src, dst in todo[start : start + colorizer.batch_size]:
             try:
-                loaded.append((src, dst, read_rgb(src, max_pixels=max_pixels)))
+                loaded.append((src, dst, read_image(src, max_pixels=max_pixels)))
             except (OSError, ValueError) as err:
                 report.failed.append((src, str(err)))
                 bar.update(1)

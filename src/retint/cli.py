@@ -45,17 +45,26 @@ def cmd_colorize(args: argparse.Namespace) -> int:
         if not pairs and not refused:
             return _fail("no photos found in the given inputs")
         check_writable([dst.parent for _, dst in pairs])
-    except (UsageError, FileNotFoundError) as err:
+        hints = _photo_hints(args, [src for src, _ in pairs])
+    except (UsageError, FileNotFoundError, ValueError) as err:  # ValueError: a bad hints file
         return _fail(str(err))
-    colorizer = colorizer_from_args(args)
+    colorizer = _colorizer(args, bool(hints))
     t0 = time.perf_counter()
-    report = colorize_files(colorizer, pairs, skip_existing=args.skip_existing,
-                            overwrite=args.overwrite, quality=args.quality,
-                            progress=progress_wanted(args.quiet), max_pixels=args.max_pixels)
+    options = dict(skip_existing=args.skip_existing, overwrite=args.overwrite,
+                   quality=args.quality, max_pixels=args.max_pixels)
+    report = colorize_files(colorizer, [p for p in pairs if p[0] not in hints],
+                            progress=progress_wanted(args.quiet), **options)
+    for src, dst in (p for p in pairs if p[0] in hints):  # one at a time, each with its hints
+        part = colorize_files(_WithHints(colorizer, hints[src]), [(src, dst)], progress=False,
+                              **options)
+        report.done += part.done
+        report.skipped += part.skipped
+        report.failed += part.failed
     report.failed[:0] = refused
     seconds = time.perf_counter() - t0
     where = args.output or f"place (suffix {args.suffix!r})"
-    print(f"colorized {len(report.done)} photo(s) into {where} with {colorizer.name} "
+    hinted = f" ({len(hints)} with colour hints)" if hints else ""
+    print(f"colorized {len(report.done)} photo(s){hinted} into {where} with {colorizer.name} "
           f"in {seconds:.1f} s; skipped {len(report.skipped)} existing; "
           f"failed {len(report.failed)}")
     for src, why in report.failed:
@@ -63,9 +72,56 @@ def cmd_colorize(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _photo_hints(args: argparse.Namespace, photos: Sequence[Path]) -> dict[Path, list]:
+    """Each photo's colour hints: ``--hints FILE`` and ``--hint`` for every photo given, else
+    the ``NAME.hints.json`` found beside it. Photos without hints are left out."""
+    from .hints import read_hints, sidecar
+
+    if args.hints or args.hint:
+        given = (read_hints(args.hints) if args.hints else []) + list(args.hint or [])
+        return {p: given for p in photos} if given else {}
+    found = {p: read_hints(sidecar(p)) for p in photos if sidecar(p).is_file()}
+    return {p: h for p, h in found.items() if h}
+
+
+def _colorizer(args: argparse.Namespace, hinted: bool):
+    """The Colorizer of the options; with hints, the hint model (``default``: the bundled one),
+    checked to take hints before any photo is read."""
+    if not hinted:
+        return colorizer_from_args(args)
+    from .hints import check_hint_model, hint_model_for
+
+    args.model = hint_model_for(args.model)
+    colorizer = colorizer_from_args(args)
+    check_hint_model(colorizer)
+    return colorizer
+
+
+class _WithHints:
+    """One photo's hints on a Colorizer, in the shape ``colorize_files`` takes."""
+
+    batch_size = 1
+
+    def __init__(self, colorizer, hints: list) -> None:
+        self.colorizer, self.hints = colorizer, hints
+
+    def colorize_many(self, images):
+        return [self.colorizer.colorize(img, self.hints) for img in images]
+
+
+def _hint(text: str):
+    """``--hint X,Y=COLOUR``, checked as the command line is read."""
+    from .hints import HintError, parse_hint_arg
+
+    try:
+        return parse_hint_arg(text)
+    except HintError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _colorize_stream(args: argparse.Namespace) -> int:
     """One photo through pipes: stdin (``-``) and/or stdout (``-o -``)."""
-    from .io import FORMATS, encode_image, image_header, read_rgb
+    from .io import FORMATS, encode_image, image_header, read_image
 
     if len(args.inputs) != 1:
         return _fail("'-' (stdin) and '-o -' (stdout) take exactly one photo")
@@ -76,7 +132,7 @@ def _colorize_stream(args: argparse.Namespace) -> int:
             src.write_bytes(sys.stdin.buffer.read())
         try:
             kind = image_header(src)[0] if src.exists() else ""
-            rgb = read_rgb(src, max_pixels=args.max_pixels)
+            rgb = read_image(src, max_pixels=args.max_pixels)
         except (OSError, ValueError) as err:
             return _fail(str(err).replace(str(src), "stdin") if args.inputs == ["-"]
                          else str(err))
@@ -86,7 +142,10 @@ def _colorize_stream(args: argparse.Namespace) -> int:
             fmt = FORMATS.get(dst.suffix.lower())
             if fmt is None:
                 return _fail(f"{dst}: give the output an image extension, such as .png")
-        result = colorizer_from_args(args).colorize(rgb)
+        hints = None
+        if args.inputs != ["-"] or args.hints or args.hint:  # stdin has no NAME.hints.json
+            hints = _photo_hints(args, [Path(args.inputs[0])]).get(Path(args.inputs[0]))
+        result = _colorizer(args, bool(hints)).colorize(rgb, hints or None)
         if args.output == "-":
             encode_image(sys.stdout.buffer, result, fmt, args.quality)
             sys.stdout.buffer.flush()
@@ -120,7 +179,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data) are colorized; the sheet shows gray input | retint | original."""
     import skimage.data
 
-    from .color import no_colour
+    from .color import no_color
     from .io import read_rgb, write_image
     from .sheet import contact_sheet
 
@@ -130,7 +189,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name in DEMO_PHOTOS:
         rgb = getattr(skimage.data, name)()[:, :, :3]
         originals[name] = rgb
-        write_image(gray_dir / f"{name}.png", no_colour(rgb))  # its own L, colour removed
+        write_image(gray_dir / f"{name}.png", no_color(rgb))  # its own L, colour removed
     colorizer = colorizer_from_args(args)
     pairs = [(gray_dir / f"{n}.png", out / f"{n}.png") for n in DEMO_PHOTOS]
     report = colorize_files(colorizer, pairs, progress=progress_wanted(args.quiet))
@@ -291,6 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
                           help="replace existing outputs (default: such a photo fails)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="largest photo in pixels, checked from its header (default %(default)s)")
+    p.add_argument("--hints", metavar="FILE",
+                   help="colour hints for every photo given: a JSON list of points "
+                   '[{"x": 0.42, "y": 0.31, "colour": "#a33b2c"}] (x, y relative to the photo, '
+                   "0-1 from its top-left; colour hex sRGB, only its chroma used; optional "
+                   "radius, relative to the long side). Without --hints or --hint, a photo's "
+                   "NAME.hints.json beside it is used. Hints need a hint model: the bundled "
+                   "'hints' one unless --model names another")
+    p.add_argument("--hint", action="append", type=_hint, metavar="X,Y=COLOUR",
+                   help="one colour hint, such as 0.42,0.31=#a33b2c (X,Y,RADIUS=COLOUR to give "
+                   "its radius); repeat for more; added to --hints")
     _add_model_options(p)
     p.set_defaults(func=cmd_colorize)
 
@@ -317,9 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the bundled models")
     p.set_defaults(func=cmd_models)
 
-    from . import bench, evaluate, serve, video
+    from . import bench, evaluate, export, serve, video
 
     video.add_command(sub)
+    export.add_command(sub)
     serve.add_command(sub)
     evaluate.add_command(sub)
     bench.add_command(sub)

@@ -147,10 +147,20 @@ _LINEAR_TO_SRGB8 = (linear_to_srgb(torch.arange(_LINEAR_STEPS + 1, dtype=torch.f
                                    / _LINEAR_STEPS) * 255.0).round().to(torch.uint8)
 
 
+# Each channel's share of luminance Y, per 8-bit level: decoding and weighting in one table.
+_SRGB8_TO_Y = [(_SRGB8_TO_LINEAR * w).astype(np.float32)
+               for w in _XYZ_FROM_RGB[1].numpy().astype(np.float32)]
+
+
 def lightness_from_srgb8(rgb: np.ndarray) -> np.ndarray:
-    """``L / 100`` (H, W) float32 of an 8-bit sRGB photo (H, W, 3), via the decoding table."""
-    linear = _SRGB8_TO_LINEAR[rgb]
-    y = linear @ _XYZ_FROM_RGB[1].numpy().astype(np.float32)
+    """``L / 100`` (H, W) float32 of an 8-bit sRGB photo (H, W, 3), via the decoding table.
+
+    Y is summed R, G, B in that order, pixel by pixel, so a pixel's L depends on its value alone
+    (not on the array's shape, as a BLAS product's rounding can): a gray pixel gets exactly the
+    L of :func:`lightness_from_gray8`."""
+    y = _SRGB8_TO_Y[0][rgb[..., 0]]
+    y += _SRGB8_TO_Y[1][rgb[..., 1]]
+    y += _SRGB8_TO_Y[2][rgb[..., 2]]
     fy = np.where(y > _EPS, np.cbrt(y), _KAPPA * y + 16.0 / 116.0)
     return (116.0 * fy - 16.0) / L_SCALE
 
@@ -163,7 +173,7 @@ def linear_to_srgb8(linear: Tensor) -> Tensor:
     return _LINEAR_TO_SRGB8.to(linear.device)[index]
 
 
-def no_colour(rgb: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
+def no_color(rgb: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
     """A photo's own L with ab = 0 (what it looks like in black and white), in its dtype.
 
     The no-colour baseline of evaluation and the gray inputs of the demo: exactly the lightness
@@ -176,3 +186,80 @@ def no_colour(rgb: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray
     # ab = 0 is neutral, but the 6-digit matrices leave R, G, B a hair apart: make it exact
     out = out.mean(dim=0, keepdim=True).expand(3, -1, -1)
     return (out * peak).round().permute(1, 2, 0).cpu().numpy().astype(rgb.dtype)
+
+
+# ---------------------------------------------------------------- gray 8-bit input
+# A black-and-white photo has one channel, and its L depends on the gray level alone: 256 values.
+
+_GRAY8_TO_L = lightness_from_srgb8(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1))
+
+
+def lightness_from_gray8(gray: np.ndarray) -> np.ndarray:
+    """``L / 100`` (H, W) float32 of an 8-bit gray photo (H, W), by a 256-entry table: the very
+    values :func:`lightness_from_srgb8` gives for the same gray in three channels."""
+    return _GRAY8_TO_L[gray]  # indexing by uint8 directly: no int64 copy of the indices
+
+
+# ---------------------------------------------------------------- fused LAB -> 8-bit sRGB
+# The full-resolution colour maths of an 8-bit result, for one band of rows at a time, in float32
+# with reused buffers: no full-size float temporaries. It computes what
+# ``linear_to_srgb8(lab_to_linear_rgb(lab))`` does, with the same constants, rearranged to take
+# fewer passes over memory:
+#   - the scalings (L * 100, ab * 128, / 116, / 500, / 200) are folded into one factor each;
+#   - CIE's inverse f, ``f**3 if f > 0.2068966 else (f - 16/116) / 7.787``, is computed without a
+#     branch as ``max(f, t)**3 + (min(f, t) - 16/116) / 7.787 - t**3`` with t = 0.2068966 (the
+#     constant moves into the matrix step's offset); the two pieces meet at t to 4e-8;
+#   - the XYZ -> linear RGB matrix is scaled to the encoding table's 65,535 steps, with the
+#     rounding offset, so one matrix product gives the table index.
+# Float32 rounding in a different order moves a few pixels in a million by one level.
+
+_F_JOIN = 0.2068966  # lab_to_linear_rgb's threshold on f
+_INV_KAPPA = 1.0 / _KAPPA
+_XYZ_OFFSET = -(_F_JOIN**3) - 16.0 / 116.0 * _INV_KAPPA  # the constant part of the inverse f
+_RGB_FROM_XYZ_WHITE = _RGB_FROM_XYZ * torch.tensor(_WHITE_D65, dtype=torch.float64)
+_INDEX_FROM_XYZ = (_RGB_FROM_XYZ_WHITE * _LINEAR_STEPS).float()
+_INDEX_OFFSET = (0.5 + _RGB_FROM_XYZ_WHITE.sum(dim=1, keepdim=True) * _LINEAR_STEPS
+                 * _XYZ_OFFSET).float()
+_LINEAR_TO_SRGB8_NP = _LINEAR_TO_SRGB8.numpy()
+_AB_TO_F = torch.tensor([[AB_SCALE / 500.0], [-AB_SCALE / 200.0]])  # fx - fy, fz - fy per ab
+
+
+class Srgb8Bands:
+    """(L / 100, ab / 128) -> 8-bit sRGB, one band of rows at a time (CPU, float32).
+
+    One instance per thread: it keeps its buffers between bands (sized by the largest band it
+    has seen), so a photo costs a few band-sized buffers, not full-size float arrays.
+    """
+
+    def __init__(self) -> None:
+        self._size = 0
+        self._views: tuple[Tensor, ...] = ()
+
+    def _buffers(self, n: int) -> tuple[Tensor, ...]:
+        if n > self._size:
+            f, t, g = (torch.empty((3, n)) for _ in range(3))
+            index = torch.empty((3, n), dtype=torch.int32)
+            self._size, self._views = n, (f, t, g, index, torch.empty((3, n), dtype=torch.uint8))
+        if n == self._size:
+            return self._views
+        return tuple(b[:, :n] for b in self._views)
+
+    def __call__(self, l_norm: Tensor, ab_norm: Tensor, out: np.ndarray) -> None:
+        """Write the sRGB of ``l_norm`` (h, w) and ``ab_norm`` (2, h, w), float32 on the CPU,
+        into ``out``, a C-contiguous uint8 (h, w, 3) view of the result."""
+        n = l_norm.numel()
+        f, t, g, index, planes = self._buffers(n)
+        fy = f[1]
+        torch.clamp(l_norm.reshape(n), 0.0, 1.0, out=fy)
+        fy.mul_(L_SCALE / 116.0).add_(16.0 / 116.0)
+        torch.addcmul(fy, ab_norm.reshape(2, n), _AB_TO_F, out=f[0::2])  # fx, fz
+        f[2].clamp_min_(0.0)  # skimage clips negative Z the same way
+        torch.clamp(f, min=_F_JOIN, out=g)
+        torch.pow(g, 3, out=t)
+        t.add_(f.clamp_max_(_F_JOIN), alpha=_INV_KAPPA)  # + the offset, in _INDEX_OFFSET
+        torch.addmm(_INDEX_OFFSET, _INDEX_FROM_XYZ, t, out=g)
+        index.copy_(g)  # truncation of the offset value: rounding to the nearest step
+        # indices clipped to the table (which clips linear RGB to [0, 1]) into planes, then
+        # interleaved: both contiguous, twice as fast as a gather into every third byte
+        np.take(_LINEAR_TO_SRGB8_NP, index.numpy(), out=planes.numpy(), mode="clip")
+        torch.stack(tuple(planes), dim=1, out=torch.from_numpy(out.reshape(n, 3)))

@@ -23,7 +23,7 @@ from .io import ImageReadError, find_images, read_rgb, to_uint8
 # A photo whose colours spread less than this (LAB units, std of a and b together) is gray or
 # nearly so; one whose ab values lie along a single ray from the origin (minor axis of their
 # second moments below MIN_TINT_MINOR_AXIS) is sepia or single-tint. Neither teaches colour.
-MIN_COLOUR_SPREAD = 3.0
+MIN_COLOR_SPREAD = 3.0
 MIN_TINT_MINOR_AXIS = 0.7  # synthetic sepia measures 0.3-0.65, colour photos mostly > 1
 
 
@@ -48,7 +48,7 @@ def _thumbnail_ab(rgb: np.ndarray) -> torch.Tensor:
     return rgb_to_lab(t)[1:].flatten(1).double()
 
 
-def colour_spread(rgb: np.ndarray) -> float:
+def color_spread(rgb: np.ndarray) -> float:
     """How much colour a photo holds: std of (a, b) over a thumbnail, in LAB units."""
     return float(_thumbnail_ab(rgb).var(dim=1).sum().sqrt())
 
@@ -61,7 +61,7 @@ def tint_minor_axis(rgb: np.ndarray) -> float:
 
 def is_monotone(rgb: np.ndarray) -> bool:
     """Gray, sepia or single-tint: a photo that teaches no colour."""
-    return colour_spread(rgb) < MIN_COLOUR_SPREAD or tint_minor_axis(rgb) < MIN_TINT_MINOR_AXIS
+    return color_spread(rgb) < MIN_COLOR_SPREAD or tint_minor_axis(rgb) < MIN_TINT_MINOR_AXIS
 
 
 def split_score(key: str, seed: int) -> float:

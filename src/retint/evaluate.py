@@ -23,6 +23,11 @@ whose top-1 ImageNet class on the result is the truth's (Zhang et al. 2016's sem
 interpretability test). The summary repeats every row on the near-neutral truths alone (mean
 chroma under 10), where any colour a model adds is a cast.
 
+``--hints 0,1,2,5,10,20`` scores one hint model against the number of colour hints instead: each
+photo gets that many points sampled from its truth as in training (:func:`retint.hints.
+hints_from_truth`, a fixed seed per photo; the first N of the same points, so more hints only
+add), and PSNR_ab, ΔE00 and CF of the full-size result are tabled and plotted against N.
+
 Two resolutions: ``full`` scores the Colorizer's full-size output (colour upsampled onto the
 original L) against the original; ``working`` shrinks the truth to the working size first, which
 isolates the model from the upsampling. FID and LPIPS are NOT computed: both need pretrained
@@ -78,6 +83,9 @@ NOT_COMPUTED = ("FID and LPIPS are not reported: they need pretrained Inception 
                 "above uses EfficientNet-Lite1 features instead, so it is not comparable with "
                 "published FID figures.")
 SHEET_TILE = 768  # sheet images are kept as thumbnails, not as full-resolution copies
+#: ``--hints`` alone: numbers of hint points scored (the first N of the same 20 per photo)
+HINT_COUNTS = (0, 1, 2, 5, 10, 20)
+HINT_COLUMNS = {"psnr_ab": ("PSNR_ab", 2), "delta_e00": ("ΔE00", 2), "cf": ("CF", 1)}
 _DE_BAND_PIXELS = 1_000_000  # CIEDE2000 has many float64 temporaries: bands bound the memory
 
 
@@ -159,12 +167,12 @@ def _prepare(truth: np.ndarray, device: torch.device) -> Truth:
     import torch
 
     from .color import rgb_to_lab
-    from .metrics import colourfulness
+    from .metrics import colorfulness
 
     rgb = _rgb255(truth, device)
     lab = rgb_to_lab(rgb / 255.0)
     chroma = float(torch.hypot(lab[:, 1], lab[:, 2]).mean())
-    return Truth(rgb, lab, float(colourfulness(rgb)[0]), chroma)
+    return Truth(rgb, lab, float(colorfulness(rgb)[0]), chroma)
 
 
 def _mean_delta_e(lab1: torch.Tensor, lab2: torch.Tensor) -> float:
@@ -185,7 +193,7 @@ def score(truth: Truth, result: np.ndarray, device: torch.device) -> dict[str, f
     from .metrics import (
         PSNR_CAP_DB,
         cast_metrics,
-        colourfulness,
+        colorfulness,
         psnr_ab,
         psnr_rgb,
         ssim_ab,
@@ -195,7 +203,7 @@ def score(truth: Truth, result: np.ndarray, device: torch.device) -> dict[str, f
     r_rgb = _rgb255(result, device)
     r_lab = rgb_to_lab(r_rgb / 255.0)
     r_ab, t_ab = r_lab[:, 1:] / AB_SCALE, truth.lab[:, 1:] / AB_SCALE
-    cf = float(colourfulness(r_rgb)[0])
+    cf = float(colorfulness(r_rgb)[0])
     cast = cast_metrics(r_lab[:, 1:], truth.lab[:, 1:])
     return {
         "psnr_ab": min(float(psnr_ab(r_ab, t_ab)[0]), PSNR_CAP_DB),
@@ -326,12 +334,12 @@ class _Run:
 
     def score_batch(self, photos: Sequence[tuple[str, np.ndarray]]) -> None:
         """Colorize and score a batch of ``(key, truth RGB)`` at every resolution."""
-        from .color import no_colour
+        from .color import no_color
 
         for res in self.resolutions:
             truths = [rgb if res == "full" else working_truth(rgb, self.size)
                       for _, rgb in photos]
-            outputs = [[no_colour(t, self.device) for t in truths]]
+            outputs = [[no_color(t, self.device) for t in truths]]
             outputs += [c.colorize_many(truths) for c in self.colorizers]
             judged = self._judge(truths, outputs)
             for i, ((key, _), truth) in enumerate(zip(photos, truths, strict=True)):
@@ -436,6 +444,114 @@ def evaluate(images: Iterable[tuple[str, str | Path | np.ndarray]],
     }
 
 
+def _photo_seed(seed: int, key: str) -> int:
+    """A photo's own seed: the same points for it on every machine, whatever else is scored."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big") >> 1
+
+
+def evaluate_hints(images: Iterable[tuple[str, str | Path | np.ndarray]], colorizer: Colorizer,
+                   counts: Sequence[int] = HINT_COUNTS, *, seed: int = 0,
+                   progress: bool = False) -> dict[str, Any]:
+    """Score a hint model on ``(key, path or array)`` colour truths against the number of hints:
+    for each N of ``counts``, the first N of ``max(counts)`` points sampled from the truth as in
+    training (seeded by ``seed`` and the photo's key). N = 0 is the automatic result. Unreadable
+    and gray/monotone photos are skipped and counted, as in :func:`evaluate`."""
+    import torch
+    from tqdm import tqdm
+
+    from .data import is_monotone
+    from .hints import check_hint_model, hints_from_truth
+    from .io import ImageReadError, read_rgb
+
+    check_hint_model(colorizer)
+    counts = sorted(set(counts))
+    dev = torch.device("cpu") if colorizer.device.type == "mps" else colorizer.device
+    per_image, unreadable, skipped, seen = [], [], [], 0
+    for key, src in tqdm(images, unit="photo", disable=not progress, dynamic_ncols=True,
+                         file=sys.stderr):
+        seen += 1
+        try:
+            rgb = src if not isinstance(src, (str, Path)) else read_rgb(src)
+        except ImageReadError as err:
+            unreadable.append({"key": key, "error": str(err)})
+            continue
+        if min(rgb.shape[:2]) < 7:
+            unreadable.append({"key": key, "error": f"{key}: smaller than 7x7 pixels (SSIM)"})
+            continue
+        if is_monotone(rgb):
+            skipped.append(key)
+            continue
+        generator = torch.Generator().manual_seed(_photo_seed(seed, key))
+        points = hints_from_truth(rgb, colorizer.working_size, max(counts), generator)
+        truth = _prepare(rgb, dev)
+        per_image.append({"key": key, "truth_cf": truth.cf, "scores": {
+            str(n): score(truth, colorizer.colorize(rgb, points[:n]), dev) for n in counts}})
+    rows = {}
+    for n in map(str, counts):
+        row: dict[str, Any] = {m: _mean_std([e["scores"][n][m] for e in per_image])
+                               for m in METRICS}
+        t_cf = _mean_std([e["truth_cf"] for e in per_image])["mean"]
+        row["cf_ratio"] = row["cf"]["mean"] / t_cf if per_image and t_cf else None
+        rows[n] = row
+    return {"settings": {"model": colorizer.name, "path": str(colorizer.model_path),
+                         "working_size": colorizer.working_size, "counts": counts,
+                         "seed": seed, "device": str(dev)},
+            "counts": {"files": seen, "evaluated": len(per_image),
+                       "skipped_monotone": len(skipped), "unreadable": len(unreadable)},
+            "truth_cf": _mean_std([e["truth_cf"] for e in per_image]),
+            "rows": rows, "images": per_image, "unreadable": unreadable,
+            "skipped_monotone": skipped}
+
+
+def format_hint_report(result: dict[str, Any]) -> str:
+    """A Markdown table: one row per number of hints."""
+    c, st = result["counts"], result["settings"]
+    lines = [f"**{st['model']} against the number of colour hints** (sampled from each truth "
+             f"as in training, seed {st['seed']}; full resolution): {c['evaluated']} photos of "
+             f"{c['files']} files ({c['skipped_monotone']} gray/monotone skipped, "
+             f"{c['unreadable']} unreadable); truth CF {_cell(result['truth_cf'], 1)}", "",
+             "| hints | " + " | ".join(t for t, _ in HINT_COLUMNS.values()) + " | CF/truth |",
+             "|---" * (len(HINT_COLUMNS) + 2) + "|"]
+    for n, row in result["rows"].items():
+        cells = [_cell(row[k], d) for k, (_, d) in HINT_COLUMNS.items()]
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {_cell(row['cf_ratio'], 2)} |")
+    lines += [f"  unreadable: {u['error']}" for u in result["unreadable"]]
+    return "\n".join(lines)
+
+
+def plot_hints(result: dict[str, Any], png: str | Path) -> None:
+    """PSNR_ab, ΔE00 and CF (mean ± std over the photos) against the number of hints."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_write
+
+    counts = [int(n) for n in result["rows"]]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, (key, (title, _)) in zip(axes, HINT_COLUMNS.items(), strict=True):
+        means = [result["rows"][str(n)][key]["mean"] for n in counts]
+        stds = [result["rows"][str(n)][key]["std"] for n in counts]
+        if all(m is not None for m in means):
+            ax.errorbar(counts, means, yerr=stds, fmt="o-", capsize=3)
+        if key == "cf" and result["truth_cf"]["mean"] is not None:
+            ax.axhline(result["truth_cf"]["mean"], ls="--", color="gray", label="truth")
+            ax.legend()
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xticks(counts, [str(n) for n in counts])
+        ax.set_xlabel("colour hints per photo")
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{result['settings']['model']}: {result['counts']['evaluated']} photos")
+    fig.tight_layout()
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    plt.close(fig)
+
+
 def _write_sheet(sheet: str | Path | None, run: _Run) -> bool:
     from .io import write_image
     from .sheet import contact_sheet
@@ -529,6 +645,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("error: no photos to evaluate" + (" in the split" if split else ""),
               file=sys.stderr)
         return 2
+    if args.hints is not None:
+        return _cmd_hints(args, photos, split)
     colorizers = colorizers_from_args(args)
     resolutions = RESOLUTIONS if args.resolution == "both" else (args.resolution,)
     result = evaluate([(p.key, p.path) for p in photos], colorizers, resolutions=resolutions,
@@ -548,6 +666,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0 if result["counts"]["evaluated"] else 1
 
 
+def _cmd_hints(args: argparse.Namespace, photos: list, split: dict | None) -> int:
+    """``retint evaluate --hints``: one hint model against the number of hints."""
+    from .hints import HintError, hint_model_for
+
+    names = model_names(args)
+    try:
+        if len(names) > 1:
+            raise ValueError("--hints scores one hint model: give one --model")
+        args.model = [hint_model_for(names[0])]
+        result = evaluate_hints([(p.key, p.path) for p in photos], colorizers_from_args(args)[0],
+                                args.hints, seed=args.hint_seed, progress=not args.quiet)
+    except HintError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    result["settings"].update(data=[str(d) for d in args.data], split=split, limit=args.limit)
+    print(format_hint_report(result))
+    plot_hints(result, args.hint_plot)
+    print(f"plot: {args.hint_plot}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    return 0 if result["counts"]["evaluated"] else 1
+
+
+def _hint_counts(text: str) -> list[int]:
+    try:
+        counts = sorted({int(n) for n in text.split(",") if n.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers such as 0,1,2,5,10,20, got {text!r}") from None
+    if not counts or counts[0] < 0 or counts[-1] > 1000:
+        raise argparse.ArgumentTypeError(f"expected numbers from 0 to 1000, got {text!r}")
+    return counts
+
+
 def add_command(sub: argparse._SubParsersAction) -> None:
     """Register ``retint evaluate`` on the CLI's subparsers."""
     p = sub.add_parser("evaluate", help="score models on colour photos vs the no-colour baseline",
@@ -563,5 +716,14 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sheet-count", type=int, default=6, help="photos on the sheet")
     p.add_argument("--no-plausibility", dest="plausibility", action="store_false",
                    help="skip the EfficientNet-Lite1 figures (Fréchet distance, top-1 agreement)")
+    p.add_argument("--hints", type=_hint_counts, nargs="?", metavar="N,N,...",
+                   const=list(HINT_COUNTS),
+                   help="score one hint model against the number of colour hints sampled from "
+                   "each truth as in training (default 0,1,2,5,10,20): a table of PSNR_ab, "
+                   "ΔE00 and CF, and a plot (--hint-plot); the bundled 'hints' model unless "
+                   "--model names another")
+    p.add_argument("--hint-seed", type=int, default=0, help="seed of the --hints points (0)")
+    p.add_argument("--hint-plot", default="hints.png",
+                   help="where --hints writes its plot (default %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)

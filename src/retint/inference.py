@@ -15,7 +15,10 @@ clips to a flat colour or shifts lightness. It is a user's taste knob, not a fix
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import math
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,18 +30,22 @@ from torch import Tensor
 from .color import (
     AB_SCALE,
     L_SCALE,
+    Srgb8Bands,
     gamut_limit,
     lab_to_linear_rgb,
     lab_to_rgb,
+    lightness_from_gray8,
     lightness_from_srgb8,
     linear_to_srgb8,
     rgb_to_l,
 )
 from .device import pick_device
-from .io import pil_to_rgb, read_rgb, to_float, write_image
+from .io import pil_to_rgb, read_image, to_float, write_image
 from .models import check_size, load_weights, model_id, resolve_model_path
 
 BAND_PIXELS = 2_000_000  # full-resolution colour maths in bands of rows: bounded memory
+FUSED_BAND_PIXELS = 65_536  # the fused 8-bit pass: ~4 MB of buffers per thread, cache-sized
+COMPOSE_THREADS: int | None = None  # threads of the fused pass; None: torch.get_num_threads()
 
 
 def working_shape(h: int, w: int, size: int) -> tuple[int, int]:
@@ -52,13 +59,14 @@ class Colorizer:
     """Colorize photos with a bundled or trained model.
 
     >>> colorizer = Colorizer()                      # bundled default model, best device
-    >>> rgb = colorizer.colorize(gray_or_colour_rgb)  # array in -> same size and dtype out
+    >>> rgb = colorizer.colorize(gray_or_color_rgb)  # array in -> same size and dtype out
     >>> colorizer.colorize(PIL.Image.open("old.jpg"))  # PIL image in -> PIL image out
     >>> colorizer.colorize_file("old.jpg", "new.jpg")
     """
 
     def __init__(self, model: str | Path = "default", device: str = "auto",
-                 working_size: int = 256, batch_size: int = 4, saturation: float = 1.0) -> None:
+                 working_size: int = 256, batch_size: int = 4, saturation: float = 1.0,
+                 runtime: str = "torch") -> None:
         if not 0.0 <= saturation <= 4.0:
             raise ValueError(f"saturation must be between 0 and 4, got {saturation}")
         if batch_size < 1:
@@ -66,6 +74,20 @@ class Colorizer:
         self.working_size = check_size("working size", working_size)
         self.saturation = saturation
         self.batch_size = batch_size
+        self.runtime = runtime
+        if runtime == "onnx":  # ONNX Runtime on the CPU: an exported graph in the model's place
+            from .runtime import load_onnx
+
+            if device not in ("auto", "cpu"):
+                raise ValueError(f"the onnx runtime runs on the CPU (CPUExecutionProvider), "
+                                 f"not on {device!r}: use --device cpu or auto")
+            self.device = torch.device("cpu")
+            self.model_path, self.model, self.card = load_onnx(model)
+            return
+        if runtime != "torch":
+            raise ValueError(f"unknown runtime {runtime!r} (choose from torch, onnx)")
+        if str(model).lower().endswith(".onnx"):
+            raise ValueError(f"{model}: an ONNX file runs with the onnx runtime (--runtime onnx)")
         self.device = pick_device(device)
         self.model_path = resolve_model_path(str(model))
         self.model, self.card = load_weights(self.model_path, self.device)
@@ -82,8 +104,11 @@ class Colorizer:
         return base if self.saturation == 1.0 else f"{base} (saturation {self.saturation:g})"
 
     @torch.no_grad()
-    def predict_ab(self, l_full: Sequence[Tensor]) -> list[Tensor]:
-        """ab (2,H,W) for each full-resolution L (1,H,W) in [0,1], run at the working size."""
+    def predict_ab(self, l_full: Sequence[Tensor], full_size: bool = True) -> list[Tensor]:
+        """ab (2,H,W) for each full-resolution L (1,H,W) in [0,1], run at the working size.
+
+        ``full_size=False`` leaves each ab at the working size (2,h,w), padding cropped: what
+        :meth:`compose` upsamples band by band, without a full-size ab in memory."""
         size = self.working_size
         results: list[Tensor] = []
         for start in range(0, len(l_full), self.batch_size):
@@ -99,6 +124,9 @@ class Colorizer:
             if self.saturation != 1.0:
                 ab = gamut_limit(batch, (ab * self.saturation).clamp(-1.0, 1.0))
             for n, (l, (h, w)) in enumerate(zip(chunk, shapes, strict=True)):
+                if not full_size:
+                    results.append(ab[n, :, :h, :w].contiguous())
+                    continue
                 full = F.interpolate(ab[n : n + 1, :, :h, :w], size=tuple(l.shape[-2:]),
                                      mode="bilinear", align_corners=False)
                 results.append(full[0])
@@ -108,27 +136,40 @@ class Colorizer:
         """Colorize HxWx3 (or HxW) arrays; each result has its input's size and dtype (uint8,
         uint16, or a float type in [0, 1])."""
         l_full = [self.lightness(img) for img in images]
-        abs_ = self.predict_ab(l_full)
+        abs_ = self.predict_ab(l_full, full_size=False)  # upsampled inside compose, in bands
         return [self.compose(l, ab, img.dtype) for l, ab, img in zip(l_full, abs_, images,
                                                                        strict=True)]
 
-    def colorize(self, image: np.ndarray | Image.Image) -> np.ndarray | Image.Image:
+    def colorize(self, image: np.ndarray | Image.Image,
+                 hints: object = None) -> np.ndarray | Image.Image:
         """One photo: an array (as :meth:`colorize_many`) or a PIL image, which comes back as
-        an RGB PIL image of the same size (16-bit gray reduced to 8 bits)."""
+        an RGB PIL image of the same size (16-bit gray reduced to 8 bits).
+
+        ``hints``: colour hints for a hint model (:mod:`retint.hints`: a list of
+        ``{"x", "y", "colour"}`` points, or that list as JSON); none, or an empty list, gives
+        the automatic result."""
         if isinstance(image, Image.Image):
-            return Image.fromarray(self.colorize(pil_to_rgb(image)))
+            return Image.fromarray(self.colorize(pil_to_rgb(image), hints))
+        if hints is not None:
+            from .hints import colorize_hinted
+
+            return colorize_hinted(self, [image], [hints])[0]
         return self.colorize_many([image])[0]
 
     def colorize_file(self, src: str | Path, dst: str | Path, quality: int = 95) -> None:
         """Read ``src``, write the colorized photo to ``dst`` atomically (never onto ``src``)."""
         if Path(dst).resolve() == Path(src).resolve():
             raise ValueError(f"{dst}: refusing to overwrite the input")
-        write_image(dst, self.colorize(read_rgb(src)), quality=quality)
+        write_image(dst, self.colorize(read_image(src)), quality=quality)
 
     # -- the stages of colorize_many, public so benchmarks can time each one
 
     def lightness(self, image: np.ndarray) -> Tensor:
-        """Full-resolution ``L / 100`` (1,H,W) on the CPU, computed in bands."""
+        """Full-resolution ``L / 100`` (1,H,W) on the CPU, computed in bands. A black-and-white
+        8-bit photo given as one channel (HxW) takes a 256-entry table: the same values as the
+        gray in three channels, a fraction of the work."""
+        if image.ndim == 2 and image.dtype == np.uint8:
+            return torch.from_numpy(lightness_from_gray8(image))[None]
         image = _as_rgb(image)
         if image.dtype == np.uint8 and self.device.type == "cpu":
             return torch.from_numpy(lightness_from_srgb8(image))[None]
@@ -142,15 +183,32 @@ class Colorizer:
         return out
 
     def compose(self, l: Tensor, ab: Tensor, dtype: np.dtype) -> np.ndarray:
-        """Original L + predicted ab -> RGB in the input's dtype (float stays float)."""
+        """Original L + predicted ab -> RGB in the input's dtype (float stays float).
+
+        ``ab`` is full size (2,H,W), or the working-size map of ``predict_ab(full_size=False)``,
+        which is upsampled here a band of rows at a time (the values of upsampling it whole).
+        8-bit results on the CPU take the fused pass (:class:`~retint.color.Srgb8Bands`) over
+        bands in parallel; 16-bit and float results the exact float LAB maths."""
         h, w = l.shape[-2:]
         floating = np.issubdtype(dtype, np.floating)
         out_dtype = dtype if floating else np.uint16 if dtype == np.uint16 else np.uint8
         peak = 1.0 if floating else float(np.iinfo(out_dtype).max)
         out = np.empty((h, w, 3), dtype=out_dtype)
+        if tuple(ab.shape[-2:]) == (h, w):
+            ab_rows: Callable[[int, int], Tensor] = lambda r0, r1: ab[:, r0:r1]  # noqa: E731
+        elif ab.device.type == "cpu":
+            rows = BilinearRows(ab, (h, w))
+            ab_rows = rows.lerp if out_dtype == np.uint8 else rows.rows
+        else:  # an accelerator has the memory: upsample whole, as F.interpolate does it there
+            full = F.interpolate(ab[None].float(), size=(h, w), mode="bilinear",
+                                 align_corners=False)[0]
+            ab_rows = lambda r0, r1: full[:, r0:r1]  # noqa: E731
+        if out_dtype == np.uint8 and ab.device.type == "cpu":
+            _srgb8_bands(l[0].cpu(), ab_rows, out)
+            return out
         for r0, r1 in _bands(h, w):
             lab = torch.cat((l[:, r0:r1].to(ab.device).clamp(0.0, 1.0) * L_SCALE,
-                             ab[:, r0:r1] * AB_SCALE))
+                             ab_rows(r0, r1) * AB_SCALE))
             if out_dtype == np.uint8:
                 rgb = linear_to_srgb8(lab_to_linear_rgb(lab))
             else:
@@ -160,8 +218,94 @@ class Colorizer:
         return out
 
 
-def _bands(h: int, w: int) -> list[tuple[int, int]]:
-    rows = max(1, BAND_PIXELS // max(1, w))
+class BilinearRows:
+    """Bilinear upsampling (``align_corners=False``) of a small (C,h,w) CPU map to (C,H,W), a
+    band of rows at a time, with no full-size map anywhere.
+
+    ``rows(r0, r1)`` is ``F.interpolate`` of the whole map cut to rows r0..r1, to the bit where
+    torch's CPU kernel upsamples. That kernel is separable: the source rows a band needs are
+    interpolated across the width by F.interpolate itself (the height untouched, which is
+    exact), then each output row is ``t0 * w0 + t1 * w1`` of two of them with torch's own
+    indices, weights and rounding (one fused multiply-add). ``lerp(r0, r1)`` computes those
+    rows as ``t0 + w1 (t1 - t0)`` in float32 instead, within 1e-6 of them and cheaper: what the
+    8-bit pass takes. It returns a view of a buffer of the calling thread, reused (overwritten)
+    by that thread's next call.
+    """
+
+    def __init__(self, small: Tensor, size: tuple[int, int]) -> None:
+        self.small, self.width = small.float(), size[1]
+        i0, i1, w0, w1 = _linear_taps(small.shape[-2], size[0])
+        self.i0, self.i1 = torch.from_numpy(i0), torch.from_numpy(i1)
+        self.w0, self.w1 = torch.from_numpy(w0)[:, None], torch.from_numpy(w1)[:, None]
+        self._local = threading.local()  # each thread's two band buffers for lerp
+
+    def _taps(self, r0: int, r1: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The band's source rows interpolated across the width, and the band's two taps as
+        indices into them."""
+        first, last = int(self.i0[r0]), int(self.i1[r1 - 1])
+        src = self.small[None, :, first : last + 1]
+        wide = F.interpolate(src, size=(src.shape[-2], self.width), mode="bilinear",
+                             align_corners=False)[0]
+        return wide, self.i0[r0:r1] - first, self.i1[r0:r1] - first
+
+    def rows(self, r0: int, r1: int) -> Tensor:
+        wide, i0, i1 = self._taps(r0, r1)
+        t1 = wide.index_select(1, i1).mul_(self.w1[r0:r1])
+        t0 = wide.index_select(1, i0).double()
+        return t0.mul_(self.w0[r0:r1].double()).add_(t1).float()  # t0 w0 + t1 w1, one rounding
+
+    def lerp(self, r0: int, r1: int) -> Tensor:
+        wide, i0, i1 = self._taps(r0, r1)
+        shape = (wide.shape[0], r1 - r0, self.width)
+        buffers = getattr(self._local, "buffers", None)  # reused: fresh memory costs faults
+        if buffers is None or buffers[0].numel() < math.prod(shape):
+            buffers = self._local.buffers = (torch.empty(shape), torch.empty(shape))
+        t0, t1 = (b.view(-1)[: math.prod(shape)].view(shape) for b in buffers)
+        torch.index_select(wide, 1, i0, out=t0)
+        torch.index_select(wide, 1, i1, out=t1)
+        return t0.lerp_(t1, self.w1[r0:r1])
+
+
+def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of a bilinear resize from n_in to n_out samples, as torch's
+    CPU kernel computes them in float32: source = scale * (i + 0.5) - 0.5 (a fused
+    multiply-add, here in float64), clamped at 0; the second tap stops at the last sample."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    dst = np.arange(n_out, dtype=np.float32) + np.float32(0.5)
+    src = np.maximum((np.float64(scale) * dst - 0.5).astype(np.float32), np.float32(0.0))
+    i0 = src.astype(np.int64)
+    w1 = np.clip(src - i0.astype(np.float32), 0.0, 1.0).astype(np.float32)
+    return i0, np.minimum(i0 + 1, n_in - 1), np.float32(1.0) - w1, w1
+
+
+def _srgb8_bands(l: Tensor, ab_rows: Callable[[int, int], Tensor], out: np.ndarray) -> None:
+    """The fused 8-bit pass over bands of rows, on ``COMPOSE_THREADS`` threads (by default
+    ``torch.get_num_threads()``; torch and NumPy release the GIL, each thread keeps its own
+    buffers). Its torch ops are small and run inline in those threads, never through torch's
+    own intra-op pool: on busy cores that pool's barriers cost more than the maths."""
+    h, w = out.shape[:2]
+    bands = _bands(h, w, FUSED_BAND_PIXELS)
+    local = threading.local()
+
+    def band(rows: tuple[int, int]) -> None:
+        kernel = getattr(local, "kernel", None)
+        if kernel is None:
+            kernel = local.kernel = Srgb8Bands()
+        r0, r1 = rows
+        kernel(l[r0:r1], ab_rows(r0, r1).float(), out[r0:r1])
+
+    workers = min(COMPOSE_THREADS or torch.get_num_threads(), len(bands))
+    if workers <= 1 and torch.get_num_threads() == 1:
+        for rows in bands:
+            band(rows)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="retint-compose") as pool:
+        for _ in pool.map(band, bands):
+            pass
+
+
+def _bands(h: int, w: int, pixels: int = BAND_PIXELS) -> list[tuple[int, int]]:
+    rows = max(1, pixels // max(1, w))
     return [(r, min(h, r + rows)) for r in range(0, h, rows)]
 
 

@@ -32,6 +32,9 @@ SUFFIX_FOR_FORMAT: dict[str, str] = {"jpg": ".jpg", "jpeg": ".jpg", "png": ".png
                                      "webp": ".webp", "tiff": ".tif", "tif": ".tif",
                                      "bmp": ".bmp"}
 DEFAULT_MAX_PIXELS: int = 200_000_000
+#: JPEG chroma subsampling written by default: full colour resolution.
+JPEG_SUBSAMPLING: str = "4:4:4"
+_SUBSAMPLING = {"4:4:4": 0, "4:2:0": 2}  # Pillow's numbering
 _GRAY16_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 _ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
 # Raw layouts that Pillow reduces to 8 bits (it keeps only the high byte of each sample).
@@ -48,7 +51,17 @@ def read_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
 
     Size is checked from the header before decoding, so a decompression bomb costs nothing.
     """
-    p = Path(path)
+    return _read(Path(path), max_pixels, keep_gray=False)
+
+
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """As :func:`read_rgb`, except that an 8-bit black-and-white photo (one channel: Pillow
+    mode ``L`` or ``1``, no transparency) comes back as it is stored, HxW uint8: a third of the
+    memory, decoded without a colour conversion. ``Colorizer`` takes either shape."""
+    return _read(Path(path), max_pixels, keep_gray=True)
+
+
+def _read(p: Path, max_pixels: int, keep_gray: bool) -> np.ndarray:
     try:
         if p.is_file() and p.stat().st_size == 0:
             raise ImageReadError(f"{p}: empty file")
@@ -61,7 +74,8 @@ def read_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
             rawmodes = {_rawmode(t[3]) for t in im.tile}
             if len(rawmodes) == 1 and rawmodes <= _RGB16_RAWMODES:
                 return _read_rgb16(p, rawmodes.pop())
-            return _to_rgb(ImageOps.exif_transpose(im))
+            ImageOps.exif_transpose(im, in_place=True)  # a copy only where it must turn
+            return _to_rgb(im, keep_gray)
     except (ImageReadError, MemoryError):
         raise
     except Exception as e:
@@ -133,10 +147,14 @@ def image_header(path: str | Path) -> tuple[str, int, int]:
 
 
 def encode_image(f: IO[bytes], rgb: np.ndarray, fmt: str, quality: int = 95,
-                 name: str = "image") -> None:
+                 name: str = "image", subsampling: str = JPEG_SUBSAMPLING) -> None:
     """Encode an HxWx3 uint8/uint16/float-in-[0,1] array into ``f`` as a Pillow format
     ("JPEG", "PNG", "WEBP", "TIFF", "BMP"). uint16 stays 16-bit in PNG and TIFF and is reduced to
-    8 bits elsewhere; JPEG keeps full colour resolution (4:4:4)."""
+    8 bits elsewhere. JPEG's chroma ``subsampling`` is "4:4:4" (full colour resolution, the
+    default) or "4:2:0" (colour at half resolution each way: a faster encode, a smaller file)."""
+    if subsampling not in _SUBSAMPLING:
+        raise ValueError(f"{name}: JPEG subsampling must be one of "
+                         f"{', '.join(_SUBSAMPLING)}, got {subsampling!r}")
     a = np.asarray(rgb)
     if a.ndim != 3 or a.shape[2] != 3 or a.size == 0:
         raise ValueError(f"{name}: expected a non-empty HxWx3 array, got shape {a.shape}")
@@ -151,7 +169,7 @@ def encode_image(f: IO[bytes], rgb: np.ndarray, fmt: str, quality: int = 95,
     if fmt in ("JPEG", "WEBP"):
         options["quality"] = quality
     if fmt == "JPEG":
-        options["subsampling"] = 0  # 4:4:4 - colour is the whole point of this tool
+        options["subsampling"] = _SUBSAMPLING[subsampling]
     Image.fromarray(np.ascontiguousarray(a)).save(f, format=fmt, **options)
 
 
@@ -290,8 +308,9 @@ def _with_rawmode(tile: Any, raw: str) -> Any:
     return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
 
 
-def _to_rgb(im: Image.Image) -> np.ndarray:
-    """Convert any Pillow mode to HxWx3: alpha over white, gray replicated, 16-bit gray kept."""
+def _to_rgb(im: Image.Image, keep_gray: bool = False) -> np.ndarray:
+    """Convert any Pillow mode to HxWx3: alpha over white, gray replicated (or, with
+    ``keep_gray``, 8-bit gray left as one HxW channel), 16-bit gray kept."""
     if im.mode in _GRAY16_MODES:  # I;16* from 16-bit PNG/TIFF; I (int32) clipped to 16 bits
         return _gray3(np.clip(np.asarray(im), 0, 65535).astype(np.uint16))
     if im.mode == "F":  # float TIFF: [0, 1] if it looks normalised, else on the 16-bit scale
@@ -301,7 +320,8 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     if im.mode in _ALPHA_MODES or "transparency" in im.info:  # incl. P/L/RGB with tRNS
         return _over_white(np.asarray(im.convert("RGBA")), 255)
     if im.mode in ("1", "L"):
-        return _gray3(np.asarray(im.convert("L")))
+        gray = np.asarray(im if im.mode == "L" else im.convert("L"))
+        return np.require(gray, np.uint8, ("C", "W")) if keep_gray else _gray3(gray)
     return np.require(np.asarray(im.convert("RGB")), np.uint8, ("C", "W"))  # P, CMYK, YCbCr..
 
 

@@ -24,7 +24,7 @@ from torch import Tensor
 
 __all__ = [
     "psnr_ab", "ssim_ab", "ab_metrics", "baseline_metrics", "cast_metrics", "MetricMeans",
-    "psnr_rgb", "ssim_rgb", "ciede2000", "colourfulness", "frechet_distance", "top1_agreement",
+    "psnr_rgb", "ssim_rgb", "ciede2000", "colorfulness", "frechet_distance", "top1_agreement",
 ]
 
 #: Dynamic range of ab scaled to [-1, 1].
@@ -239,7 +239,7 @@ def ciede2000(lab1: Tensor, lab2: Tensor, dim: int = -3) -> Tensor:
 
 
 @torch.no_grad()
-def colourfulness(rgb: Tensor) -> Tensor:
+def colorfulness(rgb: Tensor) -> Tensor:
     """Hasler & Suesstrunk (2003) colourfulness of ``(B, 3, H, W)`` RGB on the 0-255 scale.
 
     The 'abs variant' used by the benchmark README: ``rg = |R - G|``, ``yb = |(R + G) / 2 - B|``,

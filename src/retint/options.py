@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 DEFAULT_SIZE = 256
 DEFAULT_BATCH_SIZE = 4
 MAX_SATURATION = 4.0
+RUNTIMES = ("torch", "onnx")  # onnx: the model exported, run by ONNX Runtime (retint[onnx])
 
 
 def working_size(text: str) -> int:
@@ -44,8 +45,8 @@ def saturation(text: str) -> float:
 
 
 def add_colorizer_options(p: argparse.ArgumentParser, *, many_models: bool = False) -> None:
-    """``--model`` (repeatable with ``many_models``), ``--device``, ``--size``, ``--batch-size``
-    and ``--saturation``."""
+    """``--model`` (repeatable with ``many_models``), ``--device``, ``--size``, ``--batch-size``,
+    ``--saturation`` and ``--runtime``."""
     what = "default (the best bundled), teacher, student, or a path to weights"
     if many_models:
         p.add_argument("--model", action="append",
@@ -60,6 +61,9 @@ def add_colorizer_options(p: argparse.ArgumentParser, *, many_models: bool = Fal
                    help="photos or frames per model batch (default %(default)s)")
     p.add_argument("--saturation", type=saturation, default=1.0,
                    help="scale the predicted colour (1 = as predicted; kept inside sRGB)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                   help="torch, or onnx: the model exported once (cached) and run by ONNX "
+                   "Runtime on the CPU; --model may then be an .onnx file (default %(default)s)")
 
 
 def model_names(args: argparse.Namespace) -> list[str]:
@@ -72,7 +76,8 @@ def colorizers_from_args(args: argparse.Namespace) -> list[Colorizer]:
     from .inference import Colorizer
 
     return [Colorizer(name, device=args.device, working_size=args.size,
-                      batch_size=args.batch_size, saturation=args.saturation)
+                      batch_size=args.batch_size, saturation=args.saturation,
+                      runtime=getattr(args, "runtime", "torch"))
             for name in model_names(args)]
 
 

@@ -43,7 +43,7 @@ from .losses import (
     pixel_loss,
     rarity_weights,
 )
-from .metrics import MetricMeans, ab_metrics, baseline_metrics, cast_metrics, colourfulness
+from .metrics import MetricMeans, ab_metrics, baseline_metrics, cast_metrics, colorfulness
 from .models import build_model, check_size, count_parameters, load_weights, save_weights
 
 LOG_FIELDS = [
@@ -75,6 +75,9 @@ class TrainConfig:
     feature_weight: float = 0.0  # weight of the perceptual (ImageNet feature) loss; 0 = off
     cast_weight: float = 0.0  # weight of matching each crop's mean ab (against colour casts)
     old_photo: float = 0.0  # share of training crops whose L is aged (grain, blur, fading...)
+    # colour hints: > 0 trains a hint branch on the frozen teacher ``init`` (models/hinted.py),
+    # each crop given a geometric number of points of this mean, simulated from its truth
+    hint_points: float = 0.0
     gan_weight: float = 0.0  # weight of the PatchGAN term; 0 = no discriminator
     gan_start: int = 0  # step at which the discriminator joins (pixel-loss pre-training first)
     gan_lr: float = 2e-4
@@ -125,7 +128,10 @@ class Net(nn.Module):
         self.model = model
         self.adapter = adapter
 
-    def forward(self, l: Tensor, with_latent: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(self, l: Tensor, with_latent: bool = False,
+                hints: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        if hints is not None:  # a hint model (hint training)
+            return self.model(l, hints), None
         if not with_latent:
             return self.model(l), None
         ab, z = self.model(l, return_latent=True)
@@ -148,10 +154,26 @@ class Objective:
         self.features = FeatureLoss(device) if cfg.feature_weight > 0 else None
         self.feature_weight = cfg.feature_weight
         self.cast_weight = cfg.cast_weight
+        self.hint_points = cfg.hint_points
         self.teacher: nn.Module | None = None
+        if cfg.teacher and cfg.hint_points > 0:
+            raise SystemExit("error: hint training trains a branch on a frozen teacher (init); "
+                             "it does not distil (no teacher)")
         if cfg.teacher:
             self.teacher, _ = load_weights(cfg.teacher, device)
             self.teacher.requires_grad_(False).eval()
+
+    def hints(self, l: Tensor, ab: Tensor, seed: int | None = None) -> Tensor | None:
+        """Colour hints simulated from the truth for hint training (else None): from the global
+        random stream (replayed by --resume), or with ``seed`` the same ones every time."""
+        if self.hint_points <= 0:
+            return None
+        from .hints import simulate_hints
+
+        if seed is None:
+            return simulate_hints(l, ab, self.hint_points)
+        generator = torch.Generator().manual_seed(seed)
+        return simulate_hints(l.cpu(), ab.cpu(), self.hint_points, generator).to(l.device)
 
     def recon(self, pred: Tensor, ab: Tensor, weighted: bool = True) -> Tensor:
         return pixel_loss(self.loss_name, pred, ab, self.weights if weighted else None)
@@ -161,7 +183,7 @@ class Objective:
         """-> (loss, its parts for the log, the predicted ab). ``l`` is the model's input;
         ``clean_l``, the photo's own L where ``l`` was aged, is what colour joins in RGB."""
         if self.teacher is None:
-            pred, _ = net(l)
+            pred, _ = net(l, hints=self.hints(l if clean_l is None else clean_l, ab))
             parts = {"recon": self.recon(pred, ab)}
             loss = parts["recon"]
             if self.features is not None:
@@ -333,12 +355,12 @@ def validate(net: Net, val_rgb: Tensor, objective: Objective, device, amp: bool,
         rgb = val_rgb[i : i + batch].to(device, non_blocking=True).float() / 255.0
         l, ab = rgb_to_model(rgb)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            pred, _ = net(l)
+            pred, _ = net(l, hints=objective.hints(l, ab, seed=i))
         pred = pred.float()
         losses.append(float(objective.recon(pred, ab, weighted=False)) * len(rgb))
         means.update({**ab_metrics(pred, ab), **cast_metrics(pred * AB_SCALE, ab * AB_SCALE)})
-        cf_pred += float(colourfulness(model_to_rgb(l, pred) * 255).sum())
-        cf_true += float(colourfulness(rgb * 255).sum())
+        cf_pred += float(colorfulness(model_to_rgb(l, pred) * 255).sum())
+        cf_true += float(colorfulness(rgb * 255).sum())
     net.train(was_training)
     out = means.means()
     return {"val_loss": sum(losses) / len(val_rgb), **{f"val_{k}": v for k, v in out.items()},
@@ -415,8 +437,18 @@ class Trainer:
 
     def _build(self) -> None:
         cfg, device = self.cfg, self.device
-        self.model = model = build_model(cfg.arch, cfg.width, cfg.backbone, cfg.pyramid)
-        if cfg.init:
+        if cfg.hint_points > 0:  # a hint branch (at zero) on the frozen teacher of ``init``
+            if not cfg.init:
+                raise SystemExit("error: hint training needs init: the teacher to build the "
+                                 "hint branch on (e.g. the bundled src/retint/weights/teacher)")
+            from .models import resolve_model_path
+            from .models.hinted import hinted_from
+
+            self.model = model = hinted_from(resolve_model_path(cfg.init))
+            self.say(f"training a hint branch on the frozen {cfg.init}")
+        else:
+            self.model = model = build_model(cfg.arch, cfg.width, cfg.backbone, cfg.pyramid)
+        if cfg.init and cfg.hint_points <= 0:
             start_from(model, cfg.init)
             self.say(f"starting from the weights of {cfg.init}")
         self.objective = Objective(cfg, device)

@@ -12,6 +12,15 @@ remuxed untouched (no re-encode). The display matrix (rotation) is carried over,
 colorized upright (rotated for the model, rotated back exactly) so the model sees what people
 see. The output is written to a hidden temp file beside the target and renamed at the end;
 any exception, Ctrl-C included, removes it.
+
+Colour hints for a time range (``--hints film.hints.json``, :func:`retint.hints.parse_video_hints`)
+go to the hint model with every frame whose timestamp falls in the range; the points stay where
+they are in the picture (they do not follow a moving object). The stabiliser then smooths the
+hinted colour exactly as the automatic one, so a hint does not flicker from frame to frame and
+fades in and out over a few frames at the ends of its range instead of switching at once.
+For frames outside every range the model predicts exactly its teacher's automatic colour. A film
+with hints is kept inside the sRGB gamut on every frame (:func:`retint.hints.keep_in_gamut`), so
+that no frame's lightness changes, the fading ones included.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from .options import add_colorizer_options, colorizer_from_args
 if TYPE_CHECKING:  # heavy imports happen where used: `retint --help` stays instant
     from torch import Tensor
 
+    from .hints import HintRange
     from .inference import Colorizer
 
 #: Preferred H.264 encoders, best first; mpeg4 is the last resort (in every FFmpeg build).
@@ -143,13 +153,16 @@ def colorize_video(src: str | Path, dst: str | Path, colorizer: Colorizer, *,
                    codec: str | None = None, crf: int = 18,
                    start: float | None = None, end: float | None = None,
                    stabilize: bool | Stabilizer = True, measure_flicker: bool = False,
-                   progress: bool = False) -> VideoReport:
+                   progress: bool = False,
+                   hints: list[HintRange] | None = None) -> VideoReport:
     """Colorize the first video stream of ``src`` into ``dst`` (atomic; never onto ``src``).
 
     ``stabilize``: True for the default :class:`Stabilizer`, False for raw per-frame colour, or
     an instance. ``start``/``end`` in seconds select a segment (timestamps then start at 0).
     ``measure_flicker`` also scores the predicted colour with and without stabilisation
     (:class:`retint.metrics.FlickerMeter` at a 256-px scale) into ``report.flicker``.
+    ``hints``: colour hints for time ranges of the input (:func:`retint.hints.read_video_hints`),
+    for a hint model.
     Raises ``ValueError`` with a one-line message for unreadable input or unusable options.
     """
     import av
@@ -164,6 +177,10 @@ def colorize_video(src: str | Path, dst: str | Path, colorizer: Colorizer, *,
         raise ValueError(f"--end ({end}) must be after --start ({start})")
     stabilizer = (stabilize if isinstance(stabilize, Stabilizer)
                   else Stabilizer() if stabilize else None)
+    if hints:
+        from .hints import check_hint_model
+
+        check_hint_model(colorizer)
     encoder, note = pick_encoder(codec)
     if note:
         print(f"note: {note}", file=sys.stderr)
@@ -185,7 +202,7 @@ def colorize_video(src: str | Path, dst: str | Path, colorizer: Colorizer, *,
                 aouts[a.index] = out.add_stream_from_template(a)
             report.width, report.height = vout.width, vout.height
             report.audio_streams = len(aouts)
-            job = _Job(colorizer, stabilizer, vout, out, rotation, measure_flicker)
+            job = _Job(colorizer, stabilizer, vout, out, rotation, measure_flicker, hints)
             _run(inp, vin, ains, aouts, job, start, end, progress, report)
     report.seconds = time.perf_counter() - t0
     report.cuts = job.measurer.cuts if job.measurer else 0
@@ -201,10 +218,12 @@ class _Job:
     """One batch at a time: colour, stabilise, compose, encode, (optionally) measure flicker."""
 
     def __init__(self, colorizer: Colorizer, stabilizer: Stabilizer | None, vout: Any,
-                 out: Any, rotation: int, measure: bool) -> None:
+                 out: Any, rotation: int, measure: bool,
+                 hints: list[HintRange] | None = None) -> None:
         from .metrics import FlickerMeter
 
         self.colorizer, self.stabilizer, self.vout, self.out = colorizer, stabilizer, vout, out
+        self.hints = hints or []
         self.turns = (rotation // 90) % 4 if rotation % 90 == 0 else 0
         self.meters = {"off": FlickerMeter(), "on": FlickerMeter()} if measure else {}
         self.measurer = Stabilizer() if measure and stabilizer is None else stabilizer
@@ -216,14 +235,35 @@ class _Job:
         c = self.colorizer
         images = [np.rot90(f.to_ndarray(format="rgb24"), self.turns) for f in frames]
         ls = [c.lightness(img) for img in images]
-        for frame, l, ab in zip(frames, ls, c.predict_ab(ls), strict=True):
+        points = self._points(frames)
+        abs_ = c.predict_ab(ls) if not any(points) else self._hinted(ls, points)
+        for frame, l, ab in zip(frames, ls, abs_, strict=True):
             smooth = self.stabilizer(l, ab) if self.stabilizer else ab
             if self.meters:
                 self._measure(l, ab, smooth)
+            if self.hints:  # every frame: the smoothed colour carries a hint past its range
+                from .hints import keep_in_gamut
+
+                smooth = keep_in_gamut(l, smooth)
             rgb = np.ascontiguousarray(np.rot90(c.compose(l, smooth, np.uint8), -self.turns))
             new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             new.pts, new.time_base = frame.pts - pts_offset, frame.time_base
             self.out.mux(self.vout.encode(new))
+
+    def _points(self, frames: list[Any]) -> list[list]:
+        """Each frame's hint points, by its timestamp in the input (seconds)."""
+        if not self.hints:
+            return [[] for _ in frames]
+        from .hints import points_at
+
+        return [points_at(self.hints, float(f.pts * f.time_base)) for f in frames]
+
+    def _hinted(self, ls: list[Tensor], points: list[list]) -> list[Tensor]:
+        """Hints are placed on the film as people see it, which is the upright frame that the
+        model is given: x, y need no turning."""
+        from .hints import predict_ab_hinted
+
+        return predict_ab_hinted(self.colorizer, ls, points)
 
     def _measure(self, l: Tensor, raw: Tensor, smooth: Tensor) -> None:
         """Score raw and smoothed colour at a 256-px scale (flicker is a low-frequency thing)."""
@@ -400,6 +440,11 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    help="smooth the colour over time where the picture is still (default on)")
     p.add_argument("--strength", type=float, default=0.8,
                    help="stabilisation, 0-1: still pixels average ~1/(1-s) frames (0.8)")
+    p.add_argument("--hints", metavar="FILE",
+                   help="colour hints for time ranges: a JSON list of {\"start\": s, \"end\": s, "
+                   "\"points\": [{\"x\", \"y\", \"colour\"}]} (seconds of the input; a plain "
+                   "list of points is the whole film); they need a hint model, the bundled "
+                   "'hints' one unless --model names another")
     p.add_argument("--report", action="store_true",
                    help="also print flicker with stabilisation off vs on, fps and peak memory")
     existing = p.add_mutually_exclusive_group()
@@ -426,12 +471,19 @@ def cmd_video(args: argparse.Namespace) -> int:
             raise UsageError(f"{dst} exists (use --overwrite or --skip-existing)")
         check_writable([dst.parent])
         stabilize = Stabilizer(args.strength) if args.stabilize else False
+        hints = None
+        if args.hints:  # a bad hints file or no hint model fails before the model loads
+            from .hints import hint_model_for, read_video_hints
+
+            hints = read_video_hints(args.hints)
+            if hints:
+                args.model = hint_model_for(args.model)
         _probe(src)  # a bad input fails before the model loads
         colorizer = colorizer_from_args(args)
         report = colorize_video(src, dst, colorizer, codec=args.codec, crf=args.crf,
                                 start=args.start, end=args.end, stabilize=stabilize,
                                 measure_flicker=args.report,
-                                progress=progress_wanted(args.quiet))
+                                progress=progress_wanted(args.quiet), hints=hints)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

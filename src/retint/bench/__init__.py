@@ -52,6 +52,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.compare and len(args.compare) > 2:
         raise ValueError("--compare takes OLD.json, or OLD.json NEW.json")
+    if getattr(args, "runtime", "torch") != "torch":
+        raise ValueError("bench measures the torch runtime; `retint export --verify` times "
+                         "the ONNX one")
     if args.compare and len(args.compare) == 2:  # two saved runs: compare, measure nothing
         print(format_compare(*map(_read, args.compare)))
         return 0

@@ -3,7 +3,10 @@ reference pipeline, gathered into one JSON-ready dict (read by :mod:`.report`)."
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime
+import gc
 import os
 import platform
 import tempfile
@@ -68,19 +71,53 @@ def bench_latency(model: nn.Module, device: torch.device, settings: Settings,
     return cases
 
 
+def _status_mb(field: str) -> float | None:
+    """A memory figure of this process from Linux's /proc/self/status (VmRSS, VmHWM), in MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 2**10
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _restart_rss_peak() -> float | None:
+    """Restart the process's peak-RSS count (Linux: /proc/self/clear_refs), so that a case's
+    peak is its own rather than the largest of every case before it; the RSS it starts from
+    in MB, or None where that is not possible. Memory the allocator still holds from earlier
+    cases, freed but not returned, is handed back first (glibc's malloc_trim)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    return _status_mb("VmRSS")
+
+
 def bench_fullres(colorizer: Colorizer, src: Path, dst: Path, shape: tuple[int, int],
                   settings: Settings) -> dict[str, Any]:
     """Our pipeline stage by stage on the big photo; predict_ab is also timed on an L already
-    at the working size, which splits 'model+resize' into the network and the resizing."""
+    at the working size, which splits 'model+resize' into the network and the resizing. On the
+    CPU under Linux the peak memory is this case's own peak RSS (the process's, with the models
+    loaded, from the start of the case), elsewhere the process-wide peak so far."""
     dev, (h, w), runs, warmup = colorizer.device, shape, settings.runs, settings.warmup
     reset_peak(dev)
+    rss_start = _restart_rss_peak() if dev.type == "cpu" else None
     with torch.inference_mode():
         stages = time_stages(ours_stages(colorizer, src, dst), runs, warmup, dev)
+        peak = _status_mb("VmHWM") if rss_start is not None else None
         small = [torch.rand(1, *working_shape(h, w, colorizer.working_size))]
-        network = median_time(lambda: colorizer.predict_ab(small), runs, warmup, dev)
-    return {"height": h, "width": w, "stages_s": stages, "total_s": sum(stages.values()),
-            "network_s": network, "slowest": max(stages, key=stages.__getitem__),
-            "peak_mem_mb": peak_mb(dev)}
+        network = median_time(lambda: colorizer.predict_ab(small, full_size=False), runs,
+                              warmup, dev)
+    out = {"height": h, "width": w, "stages_s": stages, "total_s": sum(stages.values()),
+           "network_s": network, "slowest": max(stages, key=stages.__getitem__),
+           "peak_mem_mb": peak if peak is not None else peak_mb(dev)}
+    if peak is not None:
+        out["rss_start_mb"] = rss_start
+    return out
 
 
 def bench_reference(colorizer: Colorizer, src: Path, dst: Path, ours_s: float,

@@ -1,16 +1,16 @@
-"""The full-resolution test photo, and our pipeline cut at its public stages."""
+"""The full-resolution test photo (black and white, as users bring them), and our pipeline cut
+at its public stages."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import numpy as np
 import skimage.data
 from PIL import Image, ImageOps
 
 from ..inference import Colorizer
-from ..io import read_rgb, write_image
+from ..io import atomic_write, read_image, write_image
 from .timing import Stage
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry")
@@ -18,9 +18,10 @@ TILE = 500  # the largest cell, in pixels: the photos stay near their native res
 
 
 def make_photo(path: Path, megapixels: float) -> tuple[int, int]:
-    """A 4:3 JPEG of about ``megapixels``: real skimage photos tiled near their native
-    resolution (cells of at most 500 px), so decode and encode meet camera-like detail rather
-    than an upscaled blur that JPEG compresses (and decompresses) far too easily."""
+    """A black-and-white (one-channel) 4:3 JPEG of about ``megapixels``, quality 95: real
+    skimage photos tiled near their native resolution (cells of at most 500 px), so decode and
+    encode meet camera-like detail rather than an upscaled blur that JPEG compresses (and
+    decompresses) far too easily."""
     w = max(32, round(math.sqrt(megapixels * 1e6 * 4 / 3)))
     h = max(24, round(w * 3 / 4))
     cols, rows = math.ceil(w / TILE), math.ceil(h / TILE)
@@ -32,23 +33,26 @@ def make_photo(path: Path, megapixels: float) -> tuple[int, int]:
         tile = photos[i % len(photos)]
         tile = ImageOps.mirror(tile) if i // len(photos) % 2 else tile
         canvas.paste(tile.resize((x1 - x0, y1 - y0), Image.BICUBIC), (x0, y0))
-    write_image(path, np.asarray(canvas), quality=95)
+    gray = canvas.convert("L")
+    atomic_write(path, lambda tmp: gray.save(tmp, format="JPEG", quality=95))
     return h, w
 
 
 def ours_stages(colorizer: Colorizer, src: Path, dst: Path) -> list[tuple[str, Stage]]:
-    """``Colorizer.colorize_file`` cut at its public stages."""
+    """``Colorizer.colorize_file`` cut at its public stages, the photo read as stored (a gray
+    JPEG as one channel, :func:`~retint.io.read_image`) and ab upsampled inside ``compose``, as
+    ``colorize_many`` does."""
 
     def decode(s: dict) -> None:
-        s["img"] = read_rgb(src)
+        s["img"] = read_image(src)  # a gray JPEG: one channel
 
     def lightness(s: dict) -> None:
         s["l"] = colorizer.lightness(s["img"])
 
     def model(s: dict) -> None:
-        s["ab"] = colorizer.predict_ab([s["l"]])[0]
+        s["ab"] = colorizer.predict_ab([s["l"]], full_size=False)[0]  # as colorize_many
 
-    def rgb(s: dict) -> None:
+    def rgb(s: dict) -> None:  # ab upsampled band by band inside
         s["rgb"] = colorizer.compose(s["l"], s["ab"], s["img"].dtype)
 
     def encode(s: dict) -> None:

@@ -94,6 +94,14 @@ def _stage_table(stages: dict[str, float], total: float, shares: bool) -> str:
                  + [["total", f"{total:.3f}"]])
 
 
+def _peak_scope(f: dict[str, Any], rss: bool) -> str:
+    if "rss_start_mb" in f:
+        return (f" (peak RSS of the process during this case, models loaded: "
+                f"{_mb(f['rss_start_mb'])} when it began, so the photo took "
+                f"{_mb(f['peak_mem_mb'] - f['rss_start_mb'])} at most)")
+    return " (process-wide peak RSS)" if rss else ""
+
+
 def _fullres(name: str, v: dict[str, Any], working_size: int, rss: bool) -> list[str]:
     f = v["fullres"]
     stages, total, slowest = f["stages_s"], f["total_s"], f["slowest"]
@@ -105,13 +113,13 @@ def _fullres(name: str, v: dict[str, Any], working_size: int, rss: bool) -> list
         f"slowest stage: {slowest} ({stages[slowest] / total:.0%} of the total)",
         f"model+resize = the network at the working size ({f['network_s']:.3f} s) + shrinking L "
         f"and upsampling ab (~{max(0.0, resize):.3f} s, the difference)",
-        f"peak memory: {_mb(f['peak_mem_mb'])}" + (" (process-wide peak RSS)" if rss else ""))
+        f"peak memory: {_mb(f['peak_mem_mb'])}" + _peak_scope(f, rss))
     if "reference" in v:
         ref = v["reference"]
         out += ["", "Reference pipeline (the original project's way; same photo, same model):", "",
                 _stage_table(ref["stages_s"], ref["total_s"], shares=False), "",
                 f"{name}: ours {ref['ours_over_reference']:.2f}x the reference time "
-                f"({total:.3f} s vs {ref['total_s']:.3f} s)"]
+                f"({total:.3f} s vs {ref['total_s']:.3f} s, end to end)"]
     return out
 
 

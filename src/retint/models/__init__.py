@@ -2,7 +2,9 @@
 
 Nothing here unpickles: weights are safetensors, the card is JSON, and the card's ``arch``,
 ``width`` and ``backbone`` are enough to rebuild the module. A frozen pretrained encoder is never
-in our files: the card names it and the SHA-256 of its weights, checked when it loads.
+in our files: the card names it and the SHA-256 of its weights, checked when it loads. A hint
+model (``arch: hinted``, :mod:`.hinted`) holds only its branch; its card's ``base`` names the
+frozen teacher it is built on and that file's SHA-256.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from .teacher import Teacher
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"teacher": Teacher, "student": Student}
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
-BUNDLED = ("default", *ARCHITECTURES)  # the names of the models that ship in the package
+HINTS_MODEL = "hints"  # the bundled hint model, once one is installed (colour hints)
+BUNDLED = ("default", *ARCHITECTURES, HINTS_MODEL)  # names of models that ship in the package
 SIZE_MULTIPLE = 16  # every model halves its input four times
 
 
@@ -83,6 +86,10 @@ def save_weights(
         meta["backbone"] = {**backbone_info(model.backbone),
                             "pyramid": bool(getattr(model, "pyramid", False))}
     weights_path, card_path = _paths(path)
+    if model.arch == "hinted":
+        from .hinted import base_card
+
+        meta["base"] = base_card(model, card_path)
     atomic_write(weights_path, lambda tmp: save_file(tensors, tmp))
     atomic_write(card_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
     return weights_path
@@ -96,6 +103,11 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
                                 f"{', '.join(BUNDLED)}; a path needs NAME.safetensors beside "
                                 "its NAME.json card)")
     card = json.loads(card_path.read_text())
+    if card.get("arch") == "hinted":
+        from .hinted import load_hinted
+
+        return load_hinted(card, card_path, _float32(load_file(str(weights_path))),
+                           device).eval(), card
     backbone = card.get("backbone") or {}
     if (backbone.get("tuned_blocks") or backbone.get("input_size")
             or backbone.get("blocks", [10]) != [10] or card.get("fusion", "concat") != "concat"):
@@ -103,17 +115,20 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
                          "(fine-tuned blocks, a smaller encoder input, other blocks or FiLM)")
     model = build_model(card["arch"], card.get("width", 1.0), backbone.get("name"),
                         backbone.get("pyramid", False), sha256=backbone.get("sha256"))
-    state = load_file(str(weights_path))
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    model.load_state_dict(state)
+    model.load_state_dict(_float32(load_file(str(weights_path))))
     return model.to(device).eval(), card
 
 
+def _float32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def resolve_model_path(name: str) -> Path:
-    """``teacher``/``student``/``default`` name a bundled model; anything else is a path."""
+    """``teacher``/``student``/``hints``/``default`` name a bundled model; anything else is a
+    path."""
     if name == "default":
         name = json.loads((BUNDLED_DIR / "default.json").read_text())["model"]
-    if name in ARCHITECTURES:
+    if name in BUNDLED[1:]:
         return BUNDLED_DIR / f"{name}.safetensors"
     return _paths(name)[0]
 
@@ -140,7 +155,7 @@ def unique_ids(ids: list[str]) -> list[str]:
 
 
 __all__ = [
-    "ARCHITECTURES", "BUNDLED", "SIZE_MULTIPLE", "Student", "Teacher", "build_model",
-    "check_size", "count_parameters", "load_weights", "model_id", "resolve_model_path",
-    "save_weights", "unique_ids",
+    "ARCHITECTURES", "BUNDLED", "HINTS_MODEL", "SIZE_MULTIPLE", "Student", "Teacher",
+    "build_model", "check_size", "count_parameters", "load_weights", "model_id",
+    "resolve_model_path", "save_weights", "unique_ids",
 ]

@@ -7,6 +7,9 @@
   first is the default), then every bundled model not among them; all but the first load on
   first use.
 - Every error, ours, FastAPI's or the server's, is ``{"error": message, "status": code}``.
+- Colour hints (the ``hints`` form field, :mod:`retint.hints`) need a hint model: without
+  ``model``, the first served one is used. Hinted requests run beside the engine (its batches
+  carry no hints), as many at once as it has threads and up to its queue waiting (503 beyond).
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from PIL import Image
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..hints import HintError, parse_hints
 from ..inference import Colorizer
-from ..io import FORMATS, SUFFIX_FOR_FORMAT, image_header
+from ..io import FORMATS, SUFFIX_FOR_FORMAT, ImageReadError, image_header, read_rgb
 from ..models import BUNDLED, SIZE_MULTIPLE, check_size, model_id, resolve_model_path, unique_ids
 from .engine import ApiError, Engine, Job, Limits, Models, encode
 from .guard import Guard
@@ -57,6 +61,33 @@ class ServedModel:
     card: dict[str, Any]
     bundled: bool
 
+    @property
+    def hints(self) -> bool:
+        """Whether this model takes colour hints (a hint model)."""
+        return self.card.get("arch") == "hinted"
+
+
+class HintRuns:
+    """Requests with colour hints, on threads beside the engine: ``threads`` at once, up to
+    ``queue`` waiting for one (503 beyond)."""
+
+    def __init__(self, threads: int, queue: int) -> None:
+        self.slots, self.queue, self.waiting = asyncio.Semaphore(threads), queue, 0
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        if self.waiting >= self.queue and self.slots.locked():
+            raise ApiError(503, f"server busy: {self.waiting} photos with hints are waiting; "
+                                "try again shortly", {"Retry-After": "1"})
+        self.waiting += 1
+        try:
+            await self.slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            return await asyncio.to_thread(fn, *args)
+        finally:
+            self.slots.release()
+
 
 @dataclass
 class Service:
@@ -69,6 +100,7 @@ class Service:
     size: int
     saturation: float
     upload_dir: Path
+    hint_runs: HintRuns | None = None
 
     @property
     def default(self) -> ServedModel:
@@ -101,7 +133,8 @@ def _exists(weights: Path) -> bool:
 
 
 def create_app(models: Sequence[str] = ("default",), device: str = "auto", size: int = 256,
-               limits: Limits | None = None, saturation: float = 1.0) -> FastAPI:
+               limits: Limits | None = None, saturation: float = 1.0,
+               runtime: str = "torch") -> FastAPI:
     """The app, with its default (first) model loaded now: bad weights fail at start, not at
     the first request. The other models load on first use."""
     limits = limits or Limits()
@@ -110,14 +143,15 @@ def create_app(models: Sequence[str] = ("default",), device: str = "auto", size:
 
     def load(path: Path) -> Colorizer:
         return Colorizer(path, device=device, working_size=size, batch_size=limits.batch,
-                         saturation=saturation)
+                         saturation=saturation, runtime=runtime)
 
     engine = Engine(Models(load, limits.max_models), limits)
     engine.models.get(offered[0].path, size)
     service = Service({m.id: m for m in offered}, engine,
                       Guard(limits.read_timeout, limits.max_client_connections,
                             limits.connections),
-                      limits, size, saturation, Path(tempfile.mkdtemp(prefix="retint-serve-")))
+                      limits, size, saturation, Path(tempfile.mkdtemp(prefix="retint-serve-")),
+                      HintRuns(limits.threads, limits.queue))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -283,7 +317,7 @@ def _add_api_routes(app: FastAPI, service: Service) -> None:
             "models": [{"id": m.id, "name": _display_name(m, service.saturation),
                         "arch": m.card.get("arch"), "parameters": m.card.get("parameters"),
                         "default": m is service.default, "bundled": m.bundled,
-                        "loaded": m.path in held}
+                        "loaded": m.path in held, "hints": m.hints}
                        for m in service.models.values()],
             "sizes": {"default": service.size, "min": SIZES[0], "max": SIZES[1],
                       "multiple": SIZE_MULTIPLE,
@@ -314,19 +348,60 @@ def _add_api_routes(app: FastAPI, service: Service) -> None:
         form_size: Annotated[int | None, Form(alias="size")] = None,
         form_format: Annotated[str | None, Form(alias="format")] = None,
         form_quality: Annotated[int | None, Form(alias="quality")] = None,
+        form_hints: Annotated[str | None, Form(
+            alias="hints", description='colour hints, a JSON list of points [{"x": 0.42, '
+            '"y": 0.31, "colour": "#a33b2c"}] (x, y relative 0-1, colour hex sRGB, optional '
+            "radius relative to the long side); they need a hint model (\"hints\": true in "
+            "/api/models), the first served one if no model is given")] = None,
     ) -> Response:
         return await _colorize(service, file, _pick(form_model, model), _pick(form_size, size),
-                               _pick(form_format, format), _pick(form_quality, quality))
+                               _pick(form_format, format), _pick(form_quality, quality),
+                               form_hints)
 
 
-async def _colorize(service: Service, file: UploadFile, model: str | None, size: int | None,
-                    fmt: str | None, quality: int | None) -> Response:
-    """Check the options, spool the upload to disk, queue it, answer with the encoded result."""
-    t0 = time.perf_counter()
+def _model_for(service: Service, model: str | None, hinted: bool) -> ServedModel:
+    """The asked model, or the default; with hints and no model asked, the first hint model."""
+    if model is None and hinted:
+        chosen = next((m for m in service.models.values() if m.hints), None)
+        if chosen is None:
+            raise ApiError(422, "hints: colour hints need a hint model, and none is served "
+                                "(start retint serve with --model naming a hint model)")
+        return chosen
     chosen = service.models.get(model or service.default.id)
     if chosen is None:
         raise ApiError(422, f"model: unknown model {model!r} "
                             f"(choose from {', '.join(service.models)})")
+    if hinted and not chosen.hints:
+        takers = [m.id for m in service.models.values() if m.hints]
+        raise ApiError(422, f"hints: model {chosen.id!r} does not take colour hints ("
+                            + (f"hint models: {', '.join(takers)})" if takers
+                               else "no hint model is served)"))
+    return chosen
+
+
+def _hinted_result(service: Service, chosen: ServedModel, size: int, path: Path, name: str,
+                   hints: list, fmt: str, quality: int) -> bytes:
+    """Decode, colorize with hints, encode: one request, on a thread."""
+    try:
+        rgb = read_rgb(path, max_pixels=service.limits.max_pixels)
+        colorizer = service.engine.models.get(chosen.path, size)
+        return encode(colorizer.colorize(rgb, hints), fmt, quality)
+    except ImageReadError as err:
+        raise ApiError(415, str(err).replace(str(path), name)) from None
+    except MemoryError:
+        raise ApiError(503, "not enough memory for this photo now") from None
+
+
+async def _colorize(service: Service, file: UploadFile, model: str | None, size: int | None,
+                    fmt: str | None, quality: int | None, hints_text: str | None = None
+                    ) -> Response:
+    """Check the options, spool the upload to disk, queue it, answer with the encoded result."""
+    t0 = time.perf_counter()
+    try:
+        hints = parse_hints(hints_text, "hints")
+    except HintError as err:
+        raise ApiError(422, str(err)) from None
+    chosen = _model_for(service, model, bool(hints))
     size = _check_size(service.size if size is None else size)
     out_fmt = _output_format(fmt) if fmt else None
     quality = 92 if quality is None else quality
@@ -341,11 +416,15 @@ async def _colorize(service: Service, file: UploadFile, model: str | None, size:
         await file.close()
         src_fmt, pixels = _sniff(path, name, service.limits.max_pixels)
         out_fmt = out_fmt or src_fmt
-        loop = asyncio.get_running_loop()
-        job = Job((chosen.path, size), path, name, pixels, out_fmt, quality, loop,
-                  loop.create_future())
-        service.engine.submit(job)
-        body = await job.future
+        if hints:
+            body = await service.hint_runs.run(_hinted_result, service, chosen, size, path, name,
+                                               hints, out_fmt, quality)
+        else:
+            loop = asyncio.get_running_loop()
+            job = Job((chosen.path, size), path, name, pixels, out_fmt, quality, loop,
+                      loop.create_future())
+            service.engine.submit(job)
+            body = await job.future
     finally:
         with suppress(OSError):
             path.unlink()
@@ -354,6 +433,7 @@ async def _colorize(service: Service, file: UploadFile, model: str | None, size:
     return Response(body, media_type=_media_type(out_fmt), headers={
         "Content-Disposition": f'inline; filename="{_ascii(stem)}-retint{suffix}"',
         "X-Retint-Model": chosen.id, "X-Retint-Size": str(size),
+        "X-Retint-Hints": str(len(hints)),
         "X-Retint-Seconds": f"{time.perf_counter() - t0:.3f}"})
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..inference import Colorizer
-from ..io import FORMATS, SUFFIX_FOR_FORMAT, ImageReadError, encode_image, read_rgb
+from ..io import FORMATS, SUFFIX_FOR_FORMAT, ImageReadError, encode_image, read_image
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,7 @@ class Engine:
         images, ready = [], []
         for job in batch:
             try:
-                images.append(read_rgb(job.path, max_pixels=self.limits.max_pixels))
+                images.append(read_image(job.path, max_pixels=self.limits.max_pixels))
                 ready.append(job)
             except ImageReadError as err:
                 job.finish(error=ApiError(415, str(err).replace(str(job.path), job.name)))

@@ -44,6 +44,7 @@ async function render() {
     }
   }
   const ex = el("pre", 'curl -F file=@old.jpg "http://127.0.0.1:8000/api/colorize?size=256&format=png" -o new.png');
-  root.append(el("h2", "Example"), ex);
+  const hinted = el("pre", 'curl -F file=@old.jpg -F \'hints=[{"x": 0.42, "y": 0.31, "colour": "#a33b2c"}]\' http://127.0.0.1:8000/api/colorize -o new.jpg');
+  root.append(el("h2", "Example"), ex, el("p", "With colour hints (x, y relative to the photo, 0-1 from its top-left; only the colour's chroma is used; they need a hint model):"), hinted);
 }
 render().catch((e) => { document.getElementById("api").textContent = `Could not load /openapi.json: ${e}`; });

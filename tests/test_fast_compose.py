@@ -1,0 +1,317 @@
+"""Tests for the fast full-resolution path: black-and-white photos read and lit as one channel,
+ab upsampled band by band, and the fused 8-bit LAB -> sRGB pass, each against the exact float
+path on real photos (skimage.data); 16-bit and float results keep the exact path."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+import torch.nn.functional as F
+from conftest import COLOR_PHOTOS, photo
+from PIL import Image, JpegImagePlugin
+from skimage.color import rgb2lab
+
+from retint.color import (
+    AB_SCALE,
+    L_SCALE,
+    lab_to_linear_rgb,
+    lab_to_rgb,
+    lightness_from_gray8,
+    lightness_from_srgb8,
+    linear_to_srgb8,
+    model_to_rgb,
+    rgb_to_l,
+    rgb_to_lab,
+    rgb_to_model,
+)
+from retint.inference import BilinearRows, Colorizer, working_shape
+from retint.io import encode_image, read_image, read_rgb, write_image
+from retint.metrics import ciede2000
+
+
+@pytest.fixture(scope="module")
+def colorizer(model_files) -> Colorizer:
+    return Colorizer(model=str(model_files["student"]), device="cpu")
+
+
+def _lab(rgb8: np.ndarray) -> torch.Tensor:
+    return rgb_to_lab(torch.from_numpy(rgb8 / 255.0).permute(2, 0, 1))
+
+
+def _gray(name: str) -> np.ndarray:
+    """A real photo in black and white, one channel, as Pillow makes a gray JPEG of it."""
+    return np.asarray(Image.fromarray(photo(name)).convert("L"))
+
+
+def _real_l_and_ab(name: str, boost: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A real photo's own L (1,H,W) and its ab shrunk to the working size (2,h,w), as a model
+    would predict a smooth colour: realistic colours, and with ``boost`` many out of gamut."""
+    rgb = photo(name)
+    l_norm, ab_norm = rgb_to_model(torch.from_numpy(rgb / 255.0).permute(2, 0, 1))
+    small = F.interpolate(ab_norm[None].float(), size=working_shape(*rgb.shape[:2], 256),
+                          mode="bilinear", antialias=True, align_corners=False)[0]
+    return l_norm.float(), small * boost
+
+
+def _upsample(ab: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(ab[None], size=shape, mode="bilinear", align_corners=False)[0]
+
+
+def _exact8(l: torch.Tensor, ab_full: torch.Tensor) -> np.ndarray:
+    """The previous 8-bit path: whole-map LAB in float32 and the encoding table."""
+    lab = torch.cat((l.clamp(0.0, 1.0) * L_SCALE, ab_full * AB_SCALE))
+    return linear_to_srgb8(lab_to_linear_rgb(lab)).permute(1, 2, 0).numpy()
+
+
+# ---------------------------------------------------------------- banded upsampling
+
+
+@pytest.mark.parametrize("small_shape, size", [((192, 256), (3000, 4000)),
+                                               ((171, 256), (683, 1024)),
+                                               ((256, 193), (999, 751)),
+                                               ((3, 300), (1000, 20)),
+                                               ((256, 256), (256, 300))])
+def test_banded_upsampling_equals_whole_map_interpolate(small_shape, size):
+    torch.manual_seed(0)
+    small = torch.randn(2, *small_shape)
+    whole = _upsample(small, size)
+    up = BilinearRows(small, size)
+    for step in (1, 13, 200):  # bands of any height, boundaries anywhere
+        bands = [(r, min(size[0], r + step)) for r in range(0, size[0], step)]
+        assert torch.equal(torch.cat([up.rows(*b) for b in bands], dim=1), whole)
+        lerp = torch.cat([up.lerp(*b).clone() for b in bands], dim=1)  # a reused buffer
+        assert float((lerp - whole).abs().max()) < 1e-6
+
+
+@pytest.mark.parametrize("small_shape, size", [((7, 5), (3, 2)), ((30, 40), (17, 23)),
+                                               ((1, 1), (5, 9))])
+def test_banded_resizing_of_tiny_or_shrunk_maps_agrees_to_float_precision(small_shape, size):
+    """Below the working size (a photo smaller than it) torch takes another kernel; the rows
+    still agree to float32 rounding."""
+    small = torch.randn(2, *small_shape)
+    whole = _upsample(small, size)
+    up = BilinearRows(small, size)
+    assert float((up.rows(0, size[0]) - whole).abs().max()) < 1e-6
+    assert float((up.lerp(0, size[0]) - whole).abs().max()) < 1e-6
+
+
+# ---------------------------------------------------------------- the fused 8-bit pass
+
+
+@pytest.mark.parametrize("name", COLOR_PHOTOS)
+@pytest.mark.parametrize("boost", [1.0, 1.8])
+def test_fast_compose_against_the_exact_float_lab_path(colorizer, name, boost):
+    """Mean and max CIEDE2000 of the fast 8-bit result against the float64 LAB path, with no
+    rounding at all: the error is the 8-bit rounding itself (measured: mean 0.10-0.27, max
+    0.83-1.19 over these photos, both boosts), exactly as for the previous 8-bit path; the two
+    differ by one level on a few values in 100,000 and never by more."""
+    l, small = _real_l_and_ab(name, boost)
+    h, w = l.shape[-2:]
+    full = _upsample(small, (h, w))
+    fast = colorizer.compose(l, small, np.uint8)
+    assert fast.shape == (h, w, 3) and fast.dtype == np.uint8
+
+    exact = model_to_rgb(l.double(), full.double())  # float, clipped to sRGB, never rounded
+    de = ciede2000(_lab(fast), rgb_to_lab(exact))
+    assert float(de.mean()) <= 0.3 and float(de.max()) <= 2.0
+
+    before = _exact8(l, full)
+    de_before = ciede2000(_lab(before), rgb_to_lab(exact))
+    assert abs(float(de.mean()) - float(de_before.mean())) < 0.005
+    levels = np.abs(fast.astype(int) - before)
+    assert levels.max() <= 1 and (levels > 0).mean() < 1e-4
+
+    # L kept within one 8-bit level: what one level moves L by, at most ~0.4 (dark end)
+    assert float((_lab(fast)[0] - rgb_to_lab(exact)[0]).abs().max()) < 0.4
+
+
+def test_fast_compose_takes_a_full_size_ab_too(colorizer):
+    """``retint video`` hands compose a full-size (stabilised) ab: the same pass, same pixels."""
+    l, small = _real_l_and_ab("coffee")
+    full = _upsample(small, tuple(l.shape[-2:]))
+    from_full = colorizer.compose(l, full, np.uint8)
+    assert np.abs(from_full.astype(int) - colorizer.compose(l, small, np.uint8)).max() <= 1
+    assert np.abs(from_full.astype(int) - _exact8(l, full)).max() <= 1
+
+
+def test_threads_and_band_boundaries_change_nothing(colorizer, monkeypatch):
+    import retint.inference as inference
+
+    l, small = _real_l_and_ab("astronaut", 1.8)
+    serial = colorizer.compose(l, small, np.uint8)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert np.array_equal(colorizer.compose(l, small, np.uint8), serial)
+        monkeypatch.setattr(inference, "FUSED_BAND_PIXELS", 3 * 512 + 7)  # odd band heights
+        assert np.array_equal(colorizer.compose(l, small, np.uint8), serial)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_colorize_many_matches_upsampling_the_whole_map(colorizer):
+    """colorize_many leaves ab at the working size for compose: same result as the old order,
+    predict a full-size ab, then compose."""
+    img = photo("chelsea")
+    l = colorizer.lightness(img)
+    (ab,) = colorizer.predict_ab([l])
+    assert ab.shape[-2:] == img.shape[:2]
+    (small,) = colorizer.predict_ab([l], full_size=False)
+    assert tuple(small.shape) == (2, *working_shape(*img.shape[:2], colorizer.working_size))
+    old = colorizer.compose(l, ab, np.uint8)
+    assert np.abs(colorizer.colorize(img).astype(int) - old).max() <= 1
+
+
+# ---------------------------------------------------------------- black and white: one channel
+
+
+@pytest.mark.parametrize("name", ["camera", "astronaut", "hubble_deep_field"])
+def test_gray_lightness_table_is_the_rgb_paths_lightness(colorizer, name):
+    """The table is the 3-channel path's own L, bit for bit, whatever the array's shape."""
+    gray = _gray(name) if name != "camera" else skimage.data.camera()
+    for view in (gray, gray[::2, 1::3], np.ascontiguousarray(gray[:150, :211])):
+        three = np.repeat(view[:, :, None], 3, axis=2)
+        fast = lightness_from_gray8(view)
+        assert fast.dtype == np.float32 and fast.shape == view.shape
+        assert np.array_equal(fast, lightness_from_srgb8(three))
+        assert torch.equal(colorizer.lightness(view), colorizer.lightness(three))
+        exact = rgb_to_l(torch.from_numpy(three / 255.0).permute(2, 0, 1))[0].numpy()
+        assert np.abs(fast - exact).max() < 3e-7  # float32 rounding
+        assert np.abs(fast * 100 - rgb2lab(three)[..., 0]).max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "camera"])
+def test_gray_jpeg_read_as_one_channel_gives_the_rgb_paths_pixels(colorizer, tmp_path, name):
+    gray = _gray(name) if name != "camera" else skimage.data.camera()
+    path = tmp_path / f"{name}.jpg"
+    Image.fromarray(gray).save(path, quality=95)  # a black-and-white JPEG: mode L on disk
+    one = read_image(path)
+    three = read_rgb(path)
+    assert one.shape == gray.shape and one.dtype == np.uint8 and one.flags.writeable
+    assert three.shape == (*gray.shape, 3)
+    for c in range(3):
+        assert np.array_equal(three[..., c], one)
+    out_one, out_three = colorizer.colorize(one), colorizer.colorize(three)
+    assert out_one.shape == out_three.shape == (*gray.shape, 3)
+    assert np.array_equal(out_one, out_three)  # the same L to the bit: the same pixels
+
+
+def test_read_image_keeps_every_other_kind_as_read_rgb_does(tmp_path):
+    rgb = photo("coffee")[:120, :160]
+    cases = {"colour.jpg": Image.fromarray(rgb),
+             "gray_alpha.png": Image.fromarray(_gray("coffee")[:120, :160]).convert("LA"),
+             "palette.png": Image.fromarray(rgb).convert("P")}
+    for name, im in cases.items():
+        im.save(tmp_path / name)
+        assert np.array_equal(read_image(tmp_path / name), read_rgb(tmp_path / name)), name
+    bits = Image.fromarray(_gray("camera") > 128)  # mode 1: one channel of 0 and 255
+    bits.save(tmp_path / "bits.png")
+    one = read_image(tmp_path / "bits.png")
+    assert one.ndim == 2 and np.array_equal(one, read_rgb(tmp_path / "bits.png")[..., 0])
+
+
+def test_exif_orientation_is_applied_to_one_channel_reads(tmp_path):
+    gray = _gray("astronaut")[:100, :160]
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 clockwise to view
+    Image.fromarray(gray).save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    one = read_image(tmp_path / "turned.jpg")
+    assert one.shape == (160, 100)
+    assert np.array_equal(one, read_rgb(tmp_path / "turned.jpg")[..., 0])
+
+
+# ---------------------------------------------------------------- 16 bits: the exact path
+
+
+def test_16bit_in_and_out_keep_the_exact_path(colorizer, tmp_path):
+    img16 = photo("astronaut")[:301, :407].astype(np.uint16) * 257 + 128
+    write_image(tmp_path / "in.png", img16)
+    read16 = read_image(tmp_path / "in.png")
+    assert read16.dtype == np.uint16 and np.array_equal(read16, img16)
+
+    out = colorizer.colorize(read16)
+    assert out.dtype == np.uint16 and np.any(out % 257 != 0)
+    # the exact float LAB maths on a whole-map upsampled ab, as before: bit for bit
+    l = colorizer.lightness(read16)
+    (ab,) = colorizer.predict_ab([l])
+    lab = torch.cat((l.clamp(0.0, 1.0) * L_SCALE, ab * AB_SCALE))
+    expected = (lab_to_rgb(lab) * 65535).round().permute(1, 2, 0).numpy().astype(np.uint16)
+    assert np.array_equal(out, expected)
+
+    write_image(tmp_path / "out.png", out)
+    assert np.array_equal(read_image(tmp_path / "out.png"), out)
+
+    gray16 = np.ascontiguousarray(img16[..., 0])
+    Image.fromarray(gray16).save(tmp_path / "gray16.png")  # I;16: stays 16-bit, three channels
+    assert np.array_equal(read_image(tmp_path / "gray16.png"), read_rgb(tmp_path / "gray16.png"))
+    assert read_image(tmp_path / "gray16.png").dtype == np.uint16
+
+
+def test_float_output_keeps_the_exact_path(colorizer):
+    img = photo("rocket")[:200, :300].astype(np.float32) / 255
+    out = colorizer.colorize(img)
+    l = colorizer.lightness(img)
+    (ab,) = colorizer.predict_ab([l])
+    expected = model_to_rgb(l, ab).permute(1, 2, 0).numpy()
+    assert out.dtype == np.float32 and np.array_equal(out, expected)
+
+
+# ---------------------------------------------------------------- JPEG chroma subsampling
+
+
+def test_jpeg_subsampling_option(tmp_path):
+    rgb = photo("astronaut")
+    sizes = {}
+    for sub, code in (("4:4:4", 0), ("4:2:0", 2)):
+        buf = io.BytesIO()
+        encode_image(buf, rgb, "JPEG", 95, subsampling=sub)
+        sizes[sub] = buf.tell()
+        with Image.open(buf) as im:
+            assert JpegImagePlugin.get_sampling(im) == code
+    assert sizes["4:2:0"] < sizes["4:4:4"]
+    buf = io.BytesIO()
+    encode_image(buf, rgb, "JPEG")
+    with Image.open(buf) as im:
+        assert JpegImagePlugin.get_sampling(im) == 0  # the default keeps full colour
+    with pytest.raises(ValueError, match="subsampling"):
+        encode_image(io.BytesIO(), rgb, "JPEG", subsampling="4:2:2")
+
+
+# ---------------------------------------------------------------- the bench photo, and memory
+
+
+def test_bench_photo_is_a_black_and_white_jpeg(tmp_path):
+    from retint.bench.photo import make_photo
+
+    h, w = make_photo(tmp_path / "p.jpg", 0.05)
+    with Image.open(tmp_path / "p.jpg") as im:
+        assert im.format == "JPEG" and im.mode == "L" and im.size == (w, h)
+    assert read_image(tmp_path / "p.jpg").shape == (h, w)
+
+
+def _status_kb(field: str) -> int:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines()
+                if x.startswith(f"{field}:"))
+    return int(line.split()[1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's VmHWM")
+def test_twelve_megapixel_gray_photo_in_bounded_memory(colorizer):
+    """A 12 MP black-and-white photo costs its own few arrays (gray 12 MB, L 48 MB, result
+    36 MB) and band-sized buffers, not full-size float LAB and ab maps."""
+    gray = np.tile(skimage.data.camera(), (6, 8))[:3000, :4000]
+    colorizer.colorize(gray[:300, :400])  # warm up allocator and threads
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pytest.skip("cannot reset the peak RSS here")
+    start = _status_kb("VmRSS")
+    out = colorizer.colorize(gray)
+    grown_mb = (_status_kb("VmHWM") - start) / 1024
+    assert out.shape == (3000, 4000, 3)
+    assert grown_mb < 200, f"{grown_mb:.0f} MB"

@@ -32,17 +32,17 @@ demo: $(VENV)/.installed
 SHARED ?= ../shared/data
 RECIPES := $(BIN)/python scripts/recipes.py
 DATA := $(SHARED)/photos $(SHARED)/imagenet-sample $(SHARED)/people $(SHARED)/streets
-TEACHER ?= pool-cast
+TEACHER ?= pool-pyramid
 STUDENT ?= student-pool
 results: $(VENV)/.installed
 	$(RECIPES) pool --data $(DATA)
 	$(RECIPES) train --data $(DATA) --only enc-long-l1 student-mimic pool-l1 pool-pyramid \
-		pool-cast $(STUDENT)
+		$(STUDENT) hint-branch
 	$(RECIPES) table --data $(DATA) --write-docs \
 		--benchmarks $(SHARED)/benchmarks/bsd100 $(SHARED)/benchmarks/urban100 \
-		--only enc-long-l1 pool-l1 pool-pyramid pool-cast student-mimic $(STUDENT) \
+		--only enc-long-l1 pool-l1 pool-pyramid student-mimic $(STUDENT) \
 		--sheet enc-long-l1 $(TEACHER) $(STUDENT)
-	$(RECIPES) install --data $(DATA) $(TEACHER) $(STUDENT)
+	$(RECIPES) install $(TEACHER) $(STUDENT) --data $(DATA)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests scripts

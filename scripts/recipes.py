@@ -33,6 +33,7 @@ from PIL import Image
 
 from retint.evaluate import BASELINE
 from retint.goals import fast_goal_met, pick_default
+from retint.io import atomic_write
 from retint.models import BUNDLED_DIR, load_weights, save_weights
 from retint.train import TrainConfig, fit
 
@@ -86,8 +87,6 @@ RECIPES: dict[str, tuple[str, dict]] = {
                      "(zero-initialised skips)", dict(POOLED, pyramid=True)),
     "pool-feature": ("pool-pyramid + a perceptual loss (Lite0 features at strides 4-16, "
                      "weight 0.25)", dict(POOLED, pyramid=True, feature_weight=0.25)),
-    "pool-cast": ("pool-pyramid + a colour-cast loss (each crop's mean ab against the truth's, "
-                  "weight 1)", dict(POOLED, pyramid=True, cast_weight=1.0)),
     "student-pool": ("student-mimic, 1,500 more steps learning from pool-pyramid alone (no "
                      "truth), on the whole pool", dict(PLAIN, alpha=0.0, init="student-mimic",
                                                        teacher="pool-pyramid")),
@@ -321,6 +320,10 @@ def cmd_table(args: argparse.Namespace) -> None:
     lines = _table_lines(results, models, args.notes)
     held = results["held-out"]["rows"]
     teachers = [n for n in models if not n.startswith(("student", "hint"))]
+    if not teachers:
+        (args.runs / "results.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
     default = pick_default({n: held[n] for n in teachers}, held[BASELINE])
     lines += ["", f"Default by the rule: {default}."]
     previous = args.previous if args.previous in models else None
@@ -340,6 +343,9 @@ def cmd_table(args: argparse.Namespace) -> None:
     print("\n".join(lines))
     if args.write_docs:
         write_block(Path("docs/results.md"), "recipes-table", "\n".join(lines))
+        with Image.open(args.runs / "sheet.jpg") as im:
+            im.thumbnail((1800, 1800))
+            atomic_write("docs/recipes-sheet.jpg", lambda tmp: im.save(tmp, "JPEG", quality=85))
 
 
 def write_block(doc: Path, name: str, text: str) -> None:
@@ -398,6 +404,25 @@ def cmd_historical(args: argparse.Namespace) -> None:
     print(f"sheet of {len(rows)} photos: {out}")
 
 
+def chain_totals(chain: list[str], runs: Path) -> tuple[float, int]:
+    """Training seconds and steps of every run in ``chain``; a run restored from the bundled
+    weights brings the totals of its own chain from its card (those runs are not here)."""
+    seconds, steps, covered = 0.0, 0, set()
+    for name in reversed(chain):  # the latest first, so a restored run covers its ancestors
+        if name in covered:
+            continue
+        card = json.loads((run_dir(name, runs) / "final.json").read_text())
+        if card.get("restored_from"):
+            covered.update(card.get("recipe_chain", [name]))
+            seconds += card.get("train_seconds_total", card["train_seconds"])
+            steps += card.get("steps_total", card["steps"])
+        else:
+            seconds += card["train_seconds"]
+            steps += card["steps"]
+        covered.add(name)
+    return seconds, steps
+
+
 def cmd_install(args: argparse.Namespace) -> None:
     """Copy two runs' final weights into the package (fp16) as ``teacher`` and ``student``,
     and write ``default.json`` by :func:`pick_default` over the held-out results."""
@@ -408,13 +433,10 @@ def cmd_install(args: argparse.Namespace) -> None:
         model, card = load_weights(run / "final")
         split = json.loads((run / "split.json").read_text())
         chain = builds_on(name)
-        chain_cards = [json.loads((run_dir(n, args.runs) / "final.json").read_text())
-                       for n in chain]
+        seconds, steps = chain_totals(chain, args.runs)
         card.update(
             name=role, recipe_name=name, recipe_note=RECIPES[name][0],
-            recipe_chain=chain,
-            train_seconds_total=round(sum(c["train_seconds"] for c in chain_cards), 1),
-            steps_total=sum(c["steps"] for c in chain_cards),
+            recipe_chain=chain, train_seconds_total=round(seconds, 1), steps_total=steps,
             command="python scripts/recipes.py train --only " + " ".join(chain),
             evaluation={s: {"photos": r["photos"], "model": r["rows"][name],
                             "no_colour": r["rows"][BASELINE], "b_truth": r.get("b_truth")}
@@ -423,6 +445,20 @@ def cmd_install(args: argparse.Namespace) -> None:
                         "skipped_gray_list": split["skipped_gray"],
                         "trained_on": f"{POOL}/: copies with the long side at {POOL_SIDE} px"}
         save_weights(model, BUNDLED_DIR / role, card, dtype=torch.float16)
+    by_set = {n: {s: r["rows"][n] for s, r in all_results.items()}
+              for n in (args.teacher, args.student)}
+    student_card = json.loads((BUNDLED_DIR / "student.json").read_text())
+    student_card["fast_goal"] = {
+        "met": fast_goal_met(by_set[args.teacher], by_set[args.student]),
+        "rule": "within 0.5 dB PSNR_ab and 10 points of colourfulness of the teacher on the "
+                "held-out photos and BSD100 (and >= 2x its speed in retint bench)",
+        "gaps": {s: {"psnr_ab_db": by_set[args.teacher][s]["psnr_ab"]["mean"]
+                     - by_set[args.student][s]["psnr_ab"]["mean"],
+                     "cf_points": 100 * (by_set[args.teacher][s]["cf_ratio"]
+                                         - by_set[args.student][s]["cf_ratio"])}
+                 for s in ("held-out", "bsd100")}}
+    text = json.dumps(student_card, indent=2) + "\n"
+    atomic_write(BUNDLED_DIR / "student.json", lambda tmp: Path(tmp).write_text(text))
     by_role = {"teacher": args.teacher, "student": args.student}
     best = pick_default({n: results["rows"][n] for n in by_role.values()},
                         results["rows"][BASELINE])

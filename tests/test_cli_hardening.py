@@ -180,3 +180,16 @@ def test_video_refuses_to_overwrite_writes_into_a_folder_and_refuses_a_still(run
     write_image(still, np.asarray(frames[0]))
     code, out, err = run("video", still, "-o", tmp_path / "s.mp4")
     assert code == 2 and "still image" in err and not (tmp_path / "s.mp4").exists()
+
+
+def test_the_video_progress_bar_ends_at_the_frame_count(model_files, tmp_path, capsys):
+    from retint.inference import Colorizer
+    from retint.video import colorize_video
+
+    frames, _ = scene_frames()
+    clip = make_clip(tmp_path / "bar.mp4", frames[:13], audio=False)
+    report = colorize_video(clip, tmp_path / "out.mp4", Colorizer(model_files["teacher"],
+                            working_size=64), progress=True)
+    err = capsys.readouterr().err
+    counts = [tuple(map(int, m)) for m in __import__("re").findall(r"(\d+)/(\d+)", err)]
+    assert report.frames == 13 and counts and counts[-1] == (13, 13), counts[-3:]

@@ -411,4 +411,4 @@ def test_recipes_regenerate_a_marked_block_and_refuse_a_missing_one(tmp_path):
     # the runs behind a recipe keep to the sets they were trained on
     pool = [f"/d/{n}" for n in ("photos", "imagenet-sample", "people", "streets")]
     assert recipes.config("enc-long-l1", pool).data == pool[:2]
-    assert recipes.config("pool-cast", pool).data == pool
+    assert recipes.config("pool-pyramid", pool).data == pool

@@ -72,17 +72,6 @@ def test_feature_loss_is_zero_for_the_truth_grows_with_the_error_and_has_gradien
     assert pred.grad.abs().sum() > 0
 
 
-def test_cast_loss_prices_a_uniform_wash_but_not_a_zero_mean_error():
-    from retint.losses import cast_loss
-
-    _, ab = _batch()
-    wash = ab + torch.tensor([0.0, 0.1]).view(1, 2, 1, 1)
-    assert float(cast_loss(wash, ab)) == pytest.approx(0.05, abs=1e-6)
-    noise = torch.randn_like(ab) * 0.1
-    noise = noise - noise.mean((2, 3), keepdim=True)
-    assert float(cast_loss(ab + noise, ab)) == pytest.approx(0.0, abs=1e-6)
-
-
 def test_ageing_changes_only_the_share_asked_for_and_replays_with_its_seed():
     l, _ = _batch(4)
     assert torch.equal(age_lightness(l, 0.0, torch.Generator().manual_seed(0)), l)
@@ -98,13 +87,12 @@ def test_training_with_the_feature_loss_and_ageing_runs_and_logs_both(photos_dir
     cfg = TrainConfig(data=[str(photos_dir)], out=str(tmp_path / "run"), steps=2, batch_size=2,
                       crop=32, val_size=32, val_fraction=0.3, workers=0, warmup=1, log_every=1,
                       val_every=2, ckpt_every=2, progress=False, backbone=ENC, pyramid=True,
-                      width=0.25, feature_weight=0.25, cast_weight=1.0, old_photo=1.0)
+                      width=0.25, feature_weight=0.25, old_photo=1.0)
     figures = fit(cfg)
     assert figures["val_cast"] >= 0 and "val_b_mean" in figures
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     header, first = log[0].split(","), log[1].split(",")
     assert float(first[header.index("train_feature")]) > 0
-    assert float(first[header.index("train_cast")]) > 0
 
 
 def test_video_frames_are_split_by_sequence_and_one_sequence_is_held_out(tmp_path):

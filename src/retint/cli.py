@@ -289,9 +289,6 @@ def _add_training_options(p: argparse.ArgumentParser, arch: str) -> None:
     p.add_argument("--feature-weight", type=float,
                    help="weight of a perceptual loss: the distance between frozen ImageNet "
                    "features of the predicted and the true RGB (default 0: off)")
-    p.add_argument("--cast-weight", type=float,
-                   help="weight of matching each crop's mean colour to the truth's, against "
-                   "colour casts (default 0: off)")
     p.add_argument("--old-photo", type=_unit_interval, metavar="SHARE",
                    help="age this share of the training crops' L (grain, blur, fading, "
                    "scratches, JPEG blocking; the target colour stays clean; default 0)")

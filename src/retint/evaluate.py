@@ -453,11 +453,13 @@ def _photo_seed(seed: int, key: str) -> int:
 
 def evaluate_hints(images: Iterable[tuple[str, str | Path | np.ndarray]], colorizer: Colorizer,
                    counts: Sequence[int] = HINT_COUNTS, *, seed: int = 0,
-                   progress: bool = False) -> dict[str, Any]:
+                   resolution: str = "full", progress: bool = False) -> dict[str, Any]:
     """Score a hint model on ``(key, path or array)`` colour truths against the number of hints:
     for each N of ``counts``, the first N of ``max(counts)`` points sampled from the truth as in
     training (seeded by ``seed`` and the photo's key). N = 0 is the automatic result. Unreadable
-    and gray/monotone photos are skipped and counted, as in :func:`evaluate`."""
+    and gray/monotone photos are skipped and counted, as in :func:`evaluate`. ``resolution``
+    "working" scores the truth shrunk to the working size (as :func:`evaluate` does), which is
+    several times faster on big photos."""
     import torch
     from tqdm import tqdm
 
@@ -483,6 +485,8 @@ def evaluate_hints(images: Iterable[tuple[str, str | Path | np.ndarray]], colori
         if is_monotone(rgb):
             skipped.append(key)
             continue
+        if resolution == "working":
+            rgb = working_truth(rgb, colorizer.working_size)
         generator = torch.Generator().manual_seed(_photo_seed(seed, key))
         points = hints_from_truth(rgb, colorizer.working_size, max(counts), generator)
         truth = _prepare(rgb, dev)
@@ -497,6 +501,7 @@ def evaluate_hints(images: Iterable[tuple[str, str | Path | np.ndarray]], colori
         rows[n] = row
     return {"settings": {"model": colorizer.name, "path": str(colorizer.model_path),
                          "working_size": colorizer.working_size, "counts": counts,
+                         "resolution": resolution,
                          "seed": seed, "device": str(dev)},
             "counts": {"files": seen, "evaluated": len(per_image),
                        "skipped_monotone": len(skipped), "unreadable": len(unreadable)},
@@ -509,7 +514,8 @@ def format_hint_report(result: dict[str, Any]) -> str:
     """A Markdown table: one row per number of hints."""
     c, st = result["counts"], result["settings"]
     lines = [f"**{st['model']} against the number of colour hints** (sampled from each truth "
-             f"as in training, seed {st['seed']}; full resolution): {c['evaluated']} photos of "
+             f"as in training, seed {st['seed']}; {st.get('resolution', 'full')} resolution): "
+             f"{c['evaluated']} photos of "
              f"{c['files']} files ({c['skipped_monotone']} gray/monotone skipped, "
              f"{c['unreadable']} unreadable); truth CF {_cell(result['truth_cf'], 1)}", "",
              "| hints | " + " | ".join(t for t, _ in HINT_COLUMNS.values()) + " | CF/truth |",
@@ -676,7 +682,9 @@ def _cmd_hints(args: argparse.Namespace, photos: list, split: dict | None) -> in
             raise ValueError("--hints scores one hint model: give one --model")
         args.model = [hint_model_for(names[0])]
         result = evaluate_hints([(p.key, p.path) for p in photos], colorizers_from_args(args)[0],
-                                args.hints, seed=args.hint_seed, progress=not args.quiet)
+                                args.hints, seed=args.hint_seed,
+                                resolution="working" if args.resolution == "working" else "full",
+                                progress=not args.quiet)
     except HintError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -82,13 +82,6 @@ def pixel_loss(name: str, pred: Tensor, target: Tensor, weights: Tensor | None =
     return (err.mean(1) * w).mean()
 
 
-def cast_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """L1 distance between each image's mean predicted ab and its true mean ab: the colour
-    cast. A per-pixel loss tolerates a small bias spread over every pixel (a warm wash); this
-    term prices the wash itself."""
-    return (pred.float().mean((2, 3)) - target.float().mean((2, 3))).abs().mean()
-
-
 class PatchDiscriminator(nn.Module):
     """Conditional PatchGAN (pix2pix's 70x70 design): (L, ab) -> a map of real/fake scores.
 

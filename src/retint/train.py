@@ -39,7 +39,6 @@ from .losses import (
     Adversary,
     FeatureLoss,
     ab_histogram,
-    cast_loss,
     pixel_loss,
     rarity_weights,
 )
@@ -48,7 +47,7 @@ from .models import build_model, check_size, count_parameters, load_weights, sav
 
 LOG_FIELDS = [
     "step", "epoch", "seconds", "lr", "train_loss", "train_recon", "train_distill",
-    "train_output", "train_feature", "train_cast", "train_adv", "train_disc", "val_loss",
+    "train_output", "train_feature", "train_adv", "train_disc", "val_loss",
     "val_psnr_ab", "val_ssim_ab", "val_cf_ratio", "val_cast", "val_a_mean", "val_b_mean",
     "val_a_truth", "val_b_truth",
     "base_psnr_ab", "base_ssim_ab",
@@ -73,7 +72,6 @@ class TrainConfig:
     loss: str = "mse"
     rebalance: float = 0.0  # rarity weighting strength in [0, 1]; 0 = off
     feature_weight: float = 0.0  # weight of the perceptual (ImageNet feature) loss; 0 = off
-    cast_weight: float = 0.0  # weight of matching each crop's mean ab (against colour casts)
     old_photo: float = 0.0  # share of training crops whose L is aged (grain, blur, fading...)
     # colour hints: > 0 trains a hint branch on the frozen teacher ``init`` (models/hinted.py),
     # each crop given a geometric number of points of this mean, simulated from its truth
@@ -153,7 +151,6 @@ class Objective:
         self.kd_output, self.kd_sharpen = cfg.kd_output, cfg.kd_sharpen
         self.features = FeatureLoss(device) if cfg.feature_weight > 0 else None
         self.feature_weight = cfg.feature_weight
-        self.cast_weight = cfg.cast_weight
         self.hint_points = cfg.hint_points
         self.teacher: nn.Module | None = None
         if cfg.teacher and cfg.hint_points > 0:
@@ -189,9 +186,6 @@ class Objective:
             if self.features is not None:
                 parts["feature"] = self.features(l if clean_l is None else clean_l, pred, ab)
                 loss = loss + self.feature_weight * parts["feature"]
-            if self.cast_weight > 0:
-                parts["cast"] = cast_loss(pred, ab)
-                loss = loss + self.cast_weight * parts["cast"]
             return loss, parts, pred
         with torch.no_grad():  # one teacher pass; its decoder runs only if its colours are used
             if self.kd_output > 0:

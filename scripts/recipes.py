@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from retint.evaluate import BASELINE
-from retint.goals import fast_goal_met, pick_default
+from retint.goals import fast_goal_met, pick_default, quality_goals
 from retint.io import atomic_write
 from retint.models import BUNDLED_DIR, load_weights, save_weights
 from retint.train import TrainConfig, fit
@@ -287,11 +287,31 @@ def _table_lines(results: dict, models: dict, notes: dict) -> list[str]:
     return lines
 
 
+def _verdict_lines(results: dict, models: dict, teachers: list[str], previous: str) -> list[str]:
+    """The default by the rule, each teacher's quality goals, and the students within the
+    fast-model goal of that default."""
+    held = results["held-out"]["rows"]
+    default = pick_default({n: held[n] for n in teachers}, held[BASELINE])
+    lines = ["", f"Default by the rule: {default}."]
+    if "bsd100" not in results:
+        return lines
+    previous = previous if previous in models else None
+    for n in teachers:
+        goals = quality_goals(results, n, BASELINE, previous if n != previous else None)
+        missed = [g for g, ok in goals.items() if not ok]
+        lines.append(f"- {n}: {len(goals) - len(missed)} of {len(goals)} quality goals met"
+                     + (f"; missed: {'; '.join(missed)}" if missed else ""))
+    by_set = {n: {s: results[s]["rows"][n] for s in results} for n in models}
+    fast = [n for n in models if n.startswith("student")
+            and fast_goal_met(by_set[default], by_set[n])]
+    lines.append(f"Students within the fast-model goal of {default}: {', '.join(fast) or 'none'}.")
+    return lines
+
+
 def cmd_table(args: argparse.Namespace) -> None:
     """Score each model on each photo set (cached per set and model under ``eval/``, so a new
     recipe costs only its own evaluation), then write the tables and a contact sheet."""
     from retint.evaluate import photo_list
-    from retint.goals import quality_goals
 
     names = [n for n in (args.only or RECIPES) if (run_dir(n, args.runs) / "final.json").exists()]
     models = {n: run_dir(n, args.runs) / "final.safetensors" for n in names}
@@ -318,27 +338,9 @@ def cmd_table(args: argparse.Namespace) -> None:
     sheet_models = {n: models[n] for n in (args.sheet or list(models)[:4])}
     _evaluate(held_out[: args.sheet_photos], sheet_models, args.runs / "sheet.jpg")
     lines = _table_lines(results, models, args.notes)
-    held = results["held-out"]["rows"]
     teachers = [n for n in models if not n.startswith(("student", "hint"))]
-    if not teachers:
-        (args.runs / "results.md").write_text("\n".join(lines) + "\n")
-        print("\n".join(lines))
-        return
-    default = pick_default({n: held[n] for n in teachers}, held[BASELINE])
-    lines += ["", f"Default by the rule: {default}."]
-    previous = args.previous if args.previous in models else None
-    for n in teachers:
-        if "bsd100" in results:
-            goals = quality_goals(results, n, BASELINE, previous if n != previous else None)
-            missed = [g for g, ok in goals.items() if not ok]
-            lines.append(f"- {n}: {len(goals) - len(missed)} of {len(goals)} quality goals met"
-                         + (f"; missed: {'; '.join(missed)}" if missed else ""))
-    if "bsd100" in results:
-        by_set = {n: {s: results[s]["rows"][n] for s in results} for n in models}
-        fast = [n for n in models if n.startswith("student")
-                and fast_goal_met(by_set[default], by_set[n])]
-        lines.append(f"Students within the fast-model goal of {default}: "
-                     f"{', '.join(fast) or 'none'}.")
+    if teachers:
+        lines += _verdict_lines(results, models, teachers, args.previous)
     (args.runs / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if args.write_docs:

@@ -42,6 +42,7 @@ from .color import (
 from .device import pick_device
 from .io import pil_to_rgb, read_image, to_float, write_image
 from .models import check_size, load_weights, model_id, resolve_model_path
+from .options import MAX_SATURATION
 
 BAND_PIXELS = 2_000_000  # full-resolution colour maths in bands of rows: bounded memory
 FUSED_BAND_PIXELS = 65_536  # the fused 8-bit pass: ~4 MB of buffers per thread, cache-sized
@@ -67,8 +68,9 @@ class Colorizer:
     def __init__(self, model: str | Path = "default", device: str = "auto",
                  working_size: int = 256, batch_size: int = 4, saturation: float = 1.0,
                  runtime: str = "torch") -> None:
-        if not 0.0 <= saturation <= 4.0:
-            raise ValueError(f"saturation must be between 0 and 4, got {saturation}")
+        if not 0.0 <= saturation <= MAX_SATURATION:
+            raise ValueError(f"saturation must be between 0 and {MAX_SATURATION:g}, "
+                             f"got {saturation}")
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
         self.working_size = check_size("working size", working_size)

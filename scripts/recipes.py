@@ -29,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+from docblock import write_block  # scripts/, beside this file
 from PIL import Image
 
 from retint.evaluate import BASELINE
@@ -90,6 +91,10 @@ RECIPES: dict[str, tuple[str, dict]] = {
     "student-pool": ("student-mimic, 1,500 more steps learning from pool-pyramid alone (no "
                      "truth), on the whole pool", dict(PLAIN, alpha=0.0, init="student-mimic",
                                                        teacher="pool-pyramid")),
+    "student-long": ("student-pool, 3,000 more steps from pool-pyramid alone, its ab sharpened "
+                     "x1.2 (colourfulness)", dict(PLAIN, alpha=0.0, init="student-pool",
+                                                teacher="pool-pyramid", steps=3000, lr=2e-4,
+                                                kd_sharpen=1.2)),
     "pool-aged": ("pool-pyramid with half the crops' L aged (grain, blur, fading, scratches, "
                   "JPEG)", dict(POOLED, pyramid=True, old_photo=0.5)),
     "hint-branch": ("colour hints: a branch trained on the frozen bundled teacher, each crop "
@@ -150,7 +155,7 @@ def run_dir(name: str, runs: Path = RUNS) -> Path:
 
 
 #: The sets the first recipes were trained on, before people/ and streets/ joined the pool;
-#: every recipe but pool-*, student-pool and hint-branch keeps to them, so that it reproduces.
+#: every recipe but pool-*, student-pool/-long and hint-branch keeps to them, so that it reproduces.
 FIRST_SETS = ("photos", "imagenet-sample")
 
 
@@ -160,7 +165,7 @@ def config(name: str, data: list[str], runs: Path = RUNS) -> TrainConfig:
     for key in ("teacher", "init"):  # recipe names -> their final weights
         if values.get(key) in RECIPES:
             values[key] = str(run_dir(values[key], runs) / "final")
-    if not (name.startswith("pool-") or name in ("student-pool", "hint-branch")):
+    if not (name.startswith("pool-") or name in ("student-pool", "student-long", "hint-branch")):
         data = [d for d in data if Path(d).name in FIRST_SETS]
     return TrainConfig(data=data, out=str(run_dir(name, runs)), **values)
 
@@ -348,17 +353,6 @@ def cmd_table(args: argparse.Namespace) -> None:
         with Image.open(args.runs / "sheet.jpg") as im:
             im.thumbnail((1800, 1800))
             atomic_write("docs/recipes-sheet.jpg", lambda tmp: im.save(tmp, "JPEG", quality=85))
-
-
-def write_block(doc: Path, name: str, text: str) -> None:
-    """Replace what stands between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in a
-    Markdown file: how the documents' figures are regenerated rather than copied by hand."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    body = doc.read_text()
-    if start not in body or end not in body:
-        raise SystemExit(f"error: {doc} has no {start} ... {end} block")
-    head, rest = body.split(start, 1)
-    doc.write_text(f"{head}{start}\n{text.strip()}\n{end}{rest.split(end, 1)[1]}")
 
 
 def _pair(ev: dict, fmt) -> str:

@@ -340,3 +340,36 @@ def test_saturation_option_reaches_the_output(colorize, small_dir, tmp_path):
     gray = read_rgb(tmp_path / "gray" / "chelsea.jpg").astype(int)
     spread = lambda rgb: np.abs(rgb - rgb.mean(2, keepdims=True)).mean()  # noqa: E731
     assert spread(gray) < 1.5 < spread(plain)
+
+
+@pytest.mark.parametrize("kind", ["txt", "csv", "parquet"])
+def test_a_list_of_paths_is_an_input(colorize, small_dir, tmp_path, kind):
+    """A text, CSV or Parquet list names the photos (relative to the list's folder, or
+    absolute); the outputs keep the layout relative to the list, a missing path fails alone."""
+    rels = sorted(SMALL)
+    listed = [str(small_dir / rels[0])] + [str(Path("photos") / r) for r in rels[1:]]
+    listed.append("photos/missing.jpg")
+    (tmp_path / "photos").symlink_to(small_dir, target_is_directory=True)
+    listing = tmp_path / f"list.{kind}"
+    if kind == "txt":
+        listing.write_text("# scans of box 1\n\n" + "\n".join(listed) + "\n")
+    elif kind == "csv":
+        listing.write_text("id,path\n" + "".join(f"{i},{p}\n" for i, p in enumerate(listed)))
+    else:
+        pa = pytest.importorskip("pyarrow")
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"path": listed}), listing)
+    code, out, err = colorize(listing, "-o", tmp_path / "out")
+    assert code == 1 and "colorized 4 photo(s)" in out and "failed 1" in out
+    assert "missing.jpg" in out
+    made = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.*"))
+    absolute = str(Path(str(small_dir / rels[0])).relative_to("/"))
+    assert made == sorted([absolute] + [f"photos/{r}" for r in rels[1:]])
+
+
+def test_an_unreadable_list_is_a_one_line_error(colorize, tmp_path):
+    listing = tmp_path / "list.parquet"
+    listing.write_bytes(b"not parquet at all")
+    code, out, err = colorize(listing, "-o", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 1 and "cannot read the list of photos" in err

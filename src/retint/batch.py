@@ -4,11 +4,17 @@ The rules that keep a user's files safe live here, before any model is loaded: a
 lands on an input or on another input's output, an existing output is replaced only with
 ``overwrite`` (or left alone with ``skip_existing``), the output folder must be writable, and a
 bad file is reported while the batch goes on. ``retint colorize`` is a thin layer over
-:func:`plan_outputs` and :func:`colorize_files`.
+:func:`plan_outputs` and :class:`Job`, and so is each actor of its Ray path (``cluster.py``).
+
+Inputs are photos, folders (walked), glob patterns, or list files (:data:`LIST_SUFFIXES`: a
+text, CSV or Parquet list of paths, read without touching the paths it names, so that a list of
+a million scans costs the driver no directory walk).
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import os
 import sys
 import tempfile
@@ -66,18 +72,84 @@ def _base_of(item: str) -> Path:
     return path.parent
 
 
+#: An input with one of these suffixes is a list of photo paths, not a photo.
+LIST_SUFFIXES = (".txt", ".csv", ".parquet")
+
+
+def is_path_list(item: str | Path) -> bool:
+    return Path(item).suffix.lower() in LIST_SUFFIXES
+
+
+def read_path_list(path: str | Path) -> list[Path]:
+    """The photo paths a list file names, relative ones taken from the list's folder: a text
+    file has one per line (blank lines and ``#`` comments skipped), a CSV or Parquet file a
+    ``path`` column (else its first column). Parquet needs pyarrow (``retint[ray]``)."""
+    path = Path(path)
+    kind = path.suffix.lower()
+    try:
+        if kind == ".parquet":
+            try:
+                import pyarrow.parquet as pq
+            except ImportError:
+                raise UsageError(f"{path}: reading a Parquet list needs pyarrow: pip install "
+                                 "'retint[ray]' (or pyarrow)") from None
+            table = pq.read_table(path)
+            column = "path" if "path" in table.column_names else table.column_names[0]
+            names = [str(v) for v in table.column(column).to_pylist() if v]
+        elif kind == ".csv":
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.reader(f))
+            head = rows[0] if rows else []
+            column = head.index("path") if "path" in head else 0
+            names = [r[column] for r in rows[1 if "path" in head else 0:]
+                     if len(r) > column and r[column].strip()]
+        else:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            names = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise UsageError(f"{path}: cannot read the list of photos ({err})") from None
+    except Exception as err:  # pyarrow's errors (a broken Parquet file) share no base here
+        if isinstance(err, UsageError):
+            raise
+        raise UsageError(f"{path}: cannot read the list of photos ({err})") from None
+    return [Path(os.path.normpath(path.parent / n)) for n in names]
+
+
+def _listed(item: str, rule: OutputRule) -> list[tuple[Path, Path, Path]]:
+    """(input, output, key) of a list file's photos, each keeping its path relative to the
+    list's folder (an absolute path elsewhere keeps its whole path under the output folder).
+    Keys are absolute paths, not resolved ones: no file named in the list is touched."""
+    base = Path(os.path.abspath(Path(item).parent))
+    out = []
+    for src in read_path_list(item):
+        key = Path(os.path.abspath(src))
+        try:
+            rel = key.relative_to(base)
+        except ValueError:
+            rel = key.relative_to(key.anchor)
+        out.append((src, rule.output(src, rel), key))
+    return out
+
+
 def plan_outputs(inputs: Sequence[str], out_dir: Path | OutputRule,
                  fmt: str | None = None) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
     """(input, output) pairs, and the inputs refused with why.
 
-    Folders and globs keep their inner layout under the output folder. An output that would
-    land on any input, or on another input's output, is refused: a batch never loses a file.
+    Folders and globs keep their inner layout under the output folder, list files the layout
+    relative to the list. An output that would land on any input, or on another input's
+    output, is refused: a batch never loses a file.
     """
     rule = out_dir if isinstance(out_dir, OutputRule) else OutputRule(out_dir, fmt)
     out_resolved = rule.folder.resolve() if rule.folder else None
-    sources: list[tuple[Path, Path]] = []
+    sources: list[tuple[Path, Path, bool]] = []
     seen: set[Path] = set()
     for item in inputs:
+        if is_path_list(item) and Path(item).is_file():
+            for src, dst, key in _listed(item, rule):
+                if key not in seen:
+                    seen.add(key)
+                    sources.append((src, dst, False))
+            continue
         base = _base_of(item)
         nested_out = out_resolved is not None and base.resolve() in out_resolved.parents
         for src in find_images([item]):
@@ -89,16 +161,18 @@ def plan_outputs(inputs: Sequence[str], out_dir: Path | OutputRule,
                 rel = src.relative_to(base)
             except ValueError:
                 rel = Path(src.name)
-            sources.append((src, rule.output(src, rel)))
+            sources.append((src, rule.output(src, rel), True))
     return _refuse_collisions(sources, seen)
 
 
-def _refuse_collisions(sources: list[tuple[Path, Path]], inputs: set[Path]
+def _refuse_collisions(sources: list[tuple[Path, Path, bool]], inputs: set[Path]
                        ) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
+    """``sources`` are (input, output, resolve): listed photos compare absolute paths, the
+    rest resolved ones (symlinks followed)."""
     pairs, refused = [], []
     claimed: dict[Path, Path] = {}
-    for src, dst in sources:
-        target = dst.resolve()
+    for src, dst, resolve in sources:
+        target = dst.resolve() if resolve else Path(os.path.abspath(dst))
         if target in inputs:
             refused.append((src, f"{dst} would overwrite an input"))
         elif target in claimed:
@@ -165,7 +239,9 @@ def colorize_files(colorizer, pairs: Sequence[tuple[Path, Path]], *, skip_existi
     report = BatchReport()
     todo = []
     for src, dst in pairs:
-        if dst.exists() and skip_existing:
+        if dst.exists() and _same_file(src, dst):  # a symlink the plan could not see through
+            report.failed.append((src, f"{dst} would overwrite an input"))
+        elif dst.exists() and skip_existing:
             report.skipped.append(src)
         elif dst.exists() and not overwrite:
             report.failed.append((src, f"{dst} exists (use --overwrite or --skip-existing)"))
@@ -192,3 +268,98 @@ def colorize_files(colorizer, pairs: Sequence[tuple[Path, Path]], *, skip_existi
             bar.update(1)
     bar.close()
     return report
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------- the colorize job
+
+
+def photo_hints(options: argparse.Namespace, photos: Sequence[Path]) -> dict[Path, list]:
+    """Each photo's colour hints: ``--hints FILE`` and ``--hint`` for every photo given, else
+    the ``NAME.hints.json`` found beside it. Photos without hints are left out."""
+    from .hints import read_hints, sidecar
+
+    if options.hints or options.hint:
+        given = (read_hints(options.hints) if options.hints else []) + list(options.hint or [])
+        return {p: given for p in photos} if given else {}
+    found = {p: read_hints(sidecar(p)) for p in photos if sidecar(p).is_file()}
+    return {p: h for p, h in found.items() if h}
+
+
+def build_colorizer(options: argparse.Namespace, hinted: bool):
+    """The Colorizer of the options; with hints, the hint model (``default``: the bundled one),
+    checked to take hints before any photo is read."""
+    from .options import colorizer_from_args
+
+    if not hinted:
+        return colorizer_from_args(options)
+    from .hints import check_hint_model, hint_model_for
+
+    colorizer = colorizer_from_args(argparse.Namespace(
+        **{**vars(options), "model": hint_model_for(options.model)}))
+    check_hint_model(colorizer)
+    return colorizer
+
+
+class _WithHints:
+    """One photo's hints on a Colorizer, in the shape ``colorize_files`` takes."""
+
+    batch_size = 1
+
+    def __init__(self, colorizer, hints: list) -> None:
+        self.colorizer, self.hints = colorizer, hints
+
+    def colorize_many(self, images):
+        return [self.colorizer.colorize(img, self.hints) for img in images]
+
+
+class Job:
+    """What ``retint colorize`` does to (input, output) pairs, from its parsed options: the
+    photos without hints in model batches, each hinted photo alone with its hints. Once any
+    photo has hints, all of them run on the hint model (with none it is the automatic model,
+    exactly). The same on one machine and in every Ray actor; each Colorizer is built once,
+    when first needed."""
+
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.options = options
+        self._colorizers: dict[bool, object] = {}
+
+    def colorizer(self, hinted: bool = False):
+        if hinted not in self._colorizers:
+            self._colorizers[hinted] = build_colorizer(self.options, hinted)
+        return self._colorizers[hinted]
+
+    def run(self, pairs: Sequence[tuple[Path, Path]], hints: dict[Path, list],
+            progress: bool = False) -> BatchReport:
+        o = self.options
+        rules = dict(skip_existing=o.skip_existing, overwrite=o.overwrite, quality=o.quality,
+                     max_pixels=o.max_pixels)
+        plain = [p for p in pairs if p[0] not in hints]
+        report = (colorize_files(self.colorizer(bool(hints)), plain, progress=progress,
+                                 **rules) if plain else BatchReport())
+        for src, dst in (p for p in pairs if p[0] in hints):
+            part = colorize_files(_WithHints(self.colorizer(True), hints[src]), [(src, dst)],
+                                  progress=False, **rules)
+            report.done += part.done
+            report.skipped += part.skipped
+            report.failed += part.failed
+        return report
+
+
+def summary_line(done: int, skipped: int, failed: int, seconds: float, where: str,
+                 model: str, extra: str = "") -> str:
+    """The one-line summary of a batch, the same for the local and the Ray path."""
+    rate = done / seconds if seconds > 0 else 0.0
+    return (f"colorized {done} photo(s){extra} into {where} with {model} in {seconds:.1f} s "
+            f"({rate:.2f} photos/s); skipped {skipped} existing; failed {failed}")
+
+
+def print_failures(failed: Sequence[tuple[Path | str, str]]) -> None:
+    for src, why in failed:
+        print(f"  failed: {src}: {why}" if not why.startswith(str(src)) else f"  failed: {why}")

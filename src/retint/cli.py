@@ -15,23 +15,32 @@ from dataclasses import fields
 from pathlib import Path
 
 from .batch import (
+    Job,
     UsageError,
+    build_colorizer,
     check_writable,
     colorize_files,
     output_rule,
+    photo_hints,
     plan_outputs,
+    print_failures,
     progress_wanted,
+    summary_line,
 )
 from .io import DEFAULT_MAX_PIXELS, SUFFIX_FOR_FORMAT
-from .options import add_colorizer_options, colorizer_from_args
+from .manifest import DEFAULT_NAME as MANIFEST_NAME
+from .options import add_colorizer_options, colorizer_from_args, positive_int
 
 # ---------------------------------------------------------------- colorize
 
 
 def cmd_colorize(args: argparse.Namespace) -> int:
-    """Plan every output and check the destination before the model loads; then colorize.
-    ``-`` as the input reads one photo from stdin, ``-o -`` writes it to stdout."""
+    """Plan every output and check the destination before the model loads; then colorize,
+    here or, with ``--ray``, on a Ray cluster. ``-`` as the input reads one photo from stdin,
+    ``-o -`` writes it to stdout."""
     if args.inputs == ["-"] or args.output == "-":
+        if args.ray is not None:
+            return _fail("--ray colorizes files: '-' (stdin/stdout) is for one photo here")
         return _colorize_stream(args)
     try:
         rule, single = output_rule(args.inputs, args.output, args.format, args.suffix,
@@ -44,69 +53,27 @@ def cmd_colorize(args: argparse.Namespace) -> int:
             pairs, refused = plan_outputs(args.inputs, rule)
         if not pairs and not refused:
             return _fail("no photos found in the given inputs")
-        check_writable([dst.parent for _, dst in pairs])
-        hints = _photo_hints(args, [src for src, _ in pairs])
+        check_writable(list({dst.parent for _, dst in pairs}))
+        if args.ray is not None:
+            from .cluster import colorize_on_ray
+
+            return colorize_on_ray(args, pairs, refused, rule)
+        hints = photo_hints(args, [src for src, _ in pairs])
     except (UsageError, FileNotFoundError, ValueError) as err:  # ValueError: a bad hints file
         return _fail(str(err))
-    colorizer = _colorizer(args, bool(hints))
+    job = Job(args)
+    if hints:
+        job.colorizer(True)  # a model that cannot take hints fails before any photo is read
     t0 = time.perf_counter()
-    options = dict(skip_existing=args.skip_existing, overwrite=args.overwrite,
-                   quality=args.quality, max_pixels=args.max_pixels)
-    report = colorize_files(colorizer, [p for p in pairs if p[0] not in hints],
-                            progress=progress_wanted(args.quiet), **options)
-    for src, dst in (p for p in pairs if p[0] in hints):  # one at a time, each with its hints
-        part = colorize_files(_WithHints(colorizer, hints[src]), [(src, dst)], progress=False,
-                              **options)
-        report.done += part.done
-        report.skipped += part.skipped
-        report.failed += part.failed
+    report = job.run(pairs, hints, progress=progress_wanted(args.quiet))
     report.failed[:0] = refused
     seconds = time.perf_counter() - t0
     where = args.output or f"place (suffix {args.suffix!r})"
     hinted = f" ({len(hints)} with colour hints)" if hints else ""
-    print(f"colorized {len(report.done)} photo(s){hinted} into {where} with {colorizer.name} "
-          f"in {seconds:.1f} s; skipped {len(report.skipped)} existing; "
-          f"failed {len(report.failed)}")
-    for src, why in report.failed:
-        print(f"  failed: {src}: {why}" if not why.startswith(str(src)) else f"  failed: {why}")
+    print(summary_line(len(report.done), len(report.skipped), len(report.failed), seconds,
+                       where, job.colorizer(bool(hints)).name, hinted))
+    print_failures(report.failed)
     return 1 if report.failed else 0
-
-
-def _photo_hints(args: argparse.Namespace, photos: Sequence[Path]) -> dict[Path, list]:
-    """Each photo's colour hints: ``--hints FILE`` and ``--hint`` for every photo given, else
-    the ``NAME.hints.json`` found beside it. Photos without hints are left out."""
-    from .hints import read_hints, sidecar
-
-    if args.hints or args.hint:
-        given = (read_hints(args.hints) if args.hints else []) + list(args.hint or [])
-        return {p: given for p in photos} if given else {}
-    found = {p: read_hints(sidecar(p)) for p in photos if sidecar(p).is_file()}
-    return {p: h for p, h in found.items() if h}
-
-
-def _colorizer(args: argparse.Namespace, hinted: bool):
-    """The Colorizer of the options; with hints, the hint model (``default``: the bundled one),
-    checked to take hints before any photo is read."""
-    if not hinted:
-        return colorizer_from_args(args)
-    from .hints import check_hint_model, hint_model_for
-
-    args.model = hint_model_for(args.model)
-    colorizer = colorizer_from_args(args)
-    check_hint_model(colorizer)
-    return colorizer
-
-
-class _WithHints:
-    """One photo's hints on a Colorizer, in the shape ``colorize_files`` takes."""
-
-    batch_size = 1
-
-    def __init__(self, colorizer, hints: list) -> None:
-        self.colorizer, self.hints = colorizer, hints
-
-    def colorize_many(self, images):
-        return [self.colorizer.colorize(img, self.hints) for img in images]
 
 
 def _hint(text: str):
@@ -144,8 +111,8 @@ def _colorize_stream(args: argparse.Namespace) -> int:
                 return _fail(f"{dst}: give the output an image extension, such as .png")
         hints = None
         if args.inputs != ["-"] or args.hints or args.hint:  # stdin has no NAME.hints.json
-            hints = _photo_hints(args, [Path(args.inputs[0])]).get(Path(args.inputs[0]))
-        result = _colorizer(args, bool(hints)).colorize(rgb, hints or None)
+            hints = photo_hints(args, [Path(args.inputs[0])]).get(Path(args.inputs[0]))
+        result = build_colorizer(args, bool(hints)).colorize(rgb, hints or None)
         if args.output == "-":
             encode_image(sys.stdout.buffer, result, fmt, args.quality)
             sys.stdout.buffer.flush()
@@ -328,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("colorize", help="colorize photos (files, folders, globs)")
     p.add_argument("inputs", nargs="+",
-                   help="photos, folders (recursive) or glob patterns; - reads one from stdin")
+                   help="photos, folders (recursive), glob patterns, or lists of photo paths "
+                   "(.txt one per line, .csv or .parquet with a 'path' column); - reads one "
+                   "photo from stdin")
     p.add_argument("-o", "--output",
                    help="output folder; for one photo also a file name (new.jpg); - is stdout")
     p.add_argument("--suffix", default="",
@@ -358,6 +327,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one colour hint, such as 0.42,0.31=#a33b2c (X,Y,RADIUS=COLOUR to give "
                    "its radius); repeat for more; added to --hints")
     _add_model_options(p)
+    ray = p.add_argument_group("on a Ray cluster (pip install 'retint[ray]')")
+    ray.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                     help="colorize with a pool of Ray actors: alone, on a Ray started on this "
+                     "machine; with an address (auto, ray://HOST:10001, HOST:6379), on that "
+                     "cluster. Writes a manifest; a rerun does only what is not done")
+    ray.add_argument("--manifest", metavar="PATH",
+                     help=f"the job's manifest (JSON Lines; default OUTPUT/{MANIFEST_NAME})")
+    ray.add_argument("--actors", type=positive_int, metavar="N",
+                     help="Colorizer actors (default: as many as the cluster's CPUs hold)")
+    ray.add_argument("--actor-cpus", type=positive_int, default=1, metavar="N",
+                     help="CPUs (and torch threads) per actor (default %(default)s)")
+    ray.add_argument("--actor-gpus", type=float, default=0.0, metavar="G",
+                     help="GPUs per actor, fractions allowed (default %(default)s)")
     p.set_defaults(func=cmd_colorize)
 
     p = sub.add_parser("demo", help="colorize the bundled demo photos and write a sheet")

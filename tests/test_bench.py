@@ -170,3 +170,22 @@ def test_encoder_macs_and_share_are_reported(tmp_path) -> None:
     case = next(iter(json.loads((tmp_path / "b.json").read_text())["models"]["fused"]
                      ["latency"].values()))
     assert 0 < case["encoder_share"] < 1
+
+
+def test_onnx_and_int8_side_by_side_with_torch(model_files, photos_dir, tmp_path) -> None:
+    """--runtime onnx adds each model's ONNX twin, --int8 its quantized twin, in one run; the
+    twins are counted as the torch network (same parameters and MACs) and timed as ONNX."""
+    pytest.importorskip("onnxruntime")
+    rc, out = bench("--quick", "--device", "cpu", "--skip-reference", "--model",
+                    str(model_files["student"]), "--runtime", "onnx", "--int8",
+                    "--calibration", str(photos_dir), "--json", str(tmp_path / "b.json"))
+    assert rc == 0
+    models = json.loads((tmp_path / "b.json").read_text())["models"]
+    assert list(models) == ["tiny-student", "tiny-student onnx", "tiny-student int8"]
+    assert [m["runtime"] for m in models.values()] == ["torch", "onnx", "onnx"]
+    assert len({m["macs_256"] for m in models.values()}) == 1
+    assert models["tiny-student int8"]["path"].endswith(".onnx")
+    for name in models:
+        assert f"| {name} " in out  # each in the latency table
+    with pytest.raises(ValueError, match="--runtime onnx and --calibration"):
+        bench("--quick", "--model", str(model_files["student"]), "--int8")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.compare and len(args.compare) > 2:
         raise ValueError("--compare takes OLD.json, or OLD.json NEW.json")
-    if getattr(args, "runtime", "torch") != "torch":
-        raise ValueError("bench measures the torch runtime; `retint export --verify` times "
-                         "the ONNX one")
+    if args.int8 and (args.runtime != "onnx" or not args.calibration):
+        raise ValueError("--int8 measures ONNX Runtime on a quantized model: give it with "
+                         "--runtime onnx and --calibration FOLDER of training photos")
     if args.compare and len(args.compare) == 2:  # two saved runs: compare, measure nothing
         print(format_compare(*map(_read, args.compare)))
         return 0
@@ -64,12 +65,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .measure import run_bench
 
     args.model = args.model or list(DEFAULT_MODELS)
+    runtime, args.runtime = args.runtime, "torch"
     colorizers = colorizers_from_args(args)
     labelled = dict(zip(unique_ids([c.name for c in colorizers]), colorizers, strict=True))
     settings = Settings(sizes=tuple(args.sizes), batch=args.batch_size, runs=args.runs,
                         warmup=args.warmup, megapixels=args.megapixels, working_size=args.size,
                         reference=not args.skip_reference)
-    results = run_bench(labelled, settings.quick() if args.quick else settings, _progress)
+    with tempfile.TemporaryDirectory(prefix="retint-bench-onnx-") as tmp:
+        networks: dict[str, Any] = {}
+        if runtime == "onnx":  # side by side with torch, in this one run
+            labelled, networks = _with_onnx(labelled, args, Path(tmp))
+        results = run_bench(labelled, settings.quick() if args.quick else settings, _progress,
+                            networks)
     if args.video:
         results["video"] = video_flicker(args.video, labelled)
     print(format_report(results))
@@ -80,6 +87,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.compare:
         print("\n" + format_compare(_read(args.compare[0]), results))
     return 0
+
+
+def _with_onnx(labelled: dict[str, Any], args: argparse.Namespace, tmp: Path
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each torch model followed by its ONNX twin (and, with ``--int8``, its INT8 twin,
+    quantized here on ``--calibration``); and the torch network behind each twin."""
+    from ..export import calibration_photos, export_fp32, quantize_int8
+    from ..inference import Colorizer
+    from ..models import load_weights
+
+    out, networks = {}, {}
+    options = dict(device="cpu", working_size=args.size, batch_size=args.batch_size,
+                   saturation=args.saturation, runtime="onnx")
+    for label, torch_colorizer in labelled.items():
+        out[label] = torch_colorizer
+        _progress(f"{label}: ONNX export")
+        out[f"{label} onnx"] = Colorizer(torch_colorizer.model_path, **options)
+        networks[f"{label} onnx"] = torch_colorizer.model
+        if args.int8:
+            model, card = load_weights(torch_colorizer.model_path, "cpu")
+            photos, _ = calibration_photos(args.calibration, card)
+            _progress(f"{label}: INT8 quantization on {len(photos)} photo(s)")
+            fp32 = export_fp32(model, card, tmp / f"{len(out)}-fp32.onnx")
+            int8 = quantize_int8(fp32, tmp / f"{len(out)}-int8.onnx", photos, args.size)
+            out[f"{label} int8"] = Colorizer(int8, **options)
+            networks[f"{label} int8"] = torch_colorizer.model
+    return out, networks
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -104,6 +138,11 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", nargs="+", metavar="JSON",
                    help="OLD.json: compare this run with it; OLD.json NEW.json: compare two "
                         "saved runs without measuring")
+    p.add_argument("--int8", action="store_true",
+                   help="with --runtime onnx: also each model quantized to INT8 (static, QDQ), "
+                   "calibrated on --calibration")
+    p.add_argument("--calibration", metavar="FOLDER",
+                   help="training photos to calibrate --int8 on (never held-out ones)")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes, one run: checks that everything works, in seconds")
     p.set_defaults(func=cmd_bench)

@@ -45,12 +45,14 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 
 def bench_latency(model: nn.Module, device: torch.device, settings: Settings,
-                  peak: dict[str, float], progress: Progress) -> dict[str, dict[str, Any]]:
-    """Network alone on random L, batch 1 and ``settings.batch``, at each size."""
+                  peak: dict[str, float], progress: Progress,
+                  counted: nn.Module | None = None) -> dict[str, dict[str, Any]]:
+    """Network alone on random L, batch 1 and ``settings.batch``, at each size (its FLOPs
+    counted on ``counted``, the torch network an ONNX model was exported from)."""
     runs, warmup = settings.runs, settings.warmup
     cases: dict[str, dict[str, Any]] = {}
     for size in settings.sizes:
-        flops = 2 * count_macs(model, (1, 1, size, size))
+        flops = 2 * count_macs(counted if counted is not None else model, (1, 1, size, size))
         for b in sorted({1, settings.batch}):
             progress(f"{size}² batch {b}")
             x = torch.rand(b, 1, size, size, device=device)
@@ -130,17 +132,21 @@ def bench_reference(colorizer: Colorizer, src: Path, dst: Path, ours_s: float,
 
 
 def bench_model(colorizer: Colorizer, photo: Path, shape: tuple[int, int], settings: Settings,
-                peak: dict[str, float], progress: Progress) -> dict[str, Any]:
-    """Every figure of one model (``photo`` is the test photo, of ``shape``)."""
+                peak: dict[str, float], progress: Progress,
+                network: nn.Module | None = None) -> dict[str, Any]:
+    """Every figure of one model (``photo`` is the test photo, of ``shape``). An ONNX model is
+    counted as the torch ``network`` it was exported from, and has no reference run (that
+    pipeline is torch's)."""
     model, tmp = colorizer.model, photo.parent
-    macs = count_macs(model, (1, 1, MACS_SIZE, MACS_SIZE))
-    rec: dict[str, Any] = {"path": str(colorizer.model_path),
-                           "parameters": count_parameters(model),
+    counted = network if network is not None else model
+    macs = count_macs(counted, (1, 1, MACS_SIZE, MACS_SIZE))
+    rec: dict[str, Any] = {"path": str(colorizer.model_path), "runtime": colorizer.runtime,
+                           "parameters": count_parameters(counted),
                            "macs_256": macs, "gflops_256": 2 * macs / 1e9}
-    rec["latency"] = bench_latency(model, colorizer.device, settings, peak, progress)
+    rec["latency"] = bench_latency(model, colorizer.device, settings, peak, progress, counted)
     progress(f"full resolution {shape[1]}x{shape[0]}")
     rec["fullres"] = bench_fullres(colorizer, photo, tmp / "ours.jpg", shape, settings)
-    if settings.reference:
+    if settings.reference and colorizer.runtime == "torch":
         progress("reference pipeline")
         rec["reference"] = bench_reference(colorizer, photo, tmp / "ref.jpg",
                                            rec["fullres"]["total_s"], settings)
@@ -148,9 +154,12 @@ def bench_model(colorizer: Colorizer, photo: Path, shape: tuple[int, int], setti
 
 
 def run_bench(colorizers: Mapping[str, Colorizer], settings: Settings | None = None,
-              progress: Progress = lambda _: None) -> dict[str, Any]:
+              progress: Progress = lambda _: None,
+              networks: Mapping[str, nn.Module] | None = None) -> dict[str, Any]:
     """Run every measurement of each colorizer (by its label) on the first one's device, at
-    ``settings.working_size``; return them as one JSON-ready dict (see ``format_report``)."""
+    ``settings.working_size``; return them as one JSON-ready dict (see ``format_report``).
+    ``networks`` gives, by label, the torch network an ONNX colorizer runs (for its size)."""
+    networks = networks or {}
     settings = settings or Settings()
     if not colorizers:
         raise ValueError("no model to benchmark")
@@ -165,5 +174,5 @@ def run_bench(colorizers: Mapping[str, Colorizer], settings: Settings | None = N
         for key, colorizer in colorizers.items():
             out["models"][key] = bench_model(
                 colorizer.resized(settings.working_size), photo, shape, settings, peak,
-                lambda msg, key=key: progress(f"{key}: {msg}"))
+                lambda msg, key=key: progress(f"{key}: {msg}"), networks.get(key))
     return out

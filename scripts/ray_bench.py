@@ -1,7 +1,7 @@
 """Benchmark of ``retint colorize --ray`` against the local path, in one run.
 
 Builds ``--count`` black-and-white JPEGs of mixed sizes from the training pool's photos (each
-scaled to a random long side between 256 and 1,600 px), then times, each as its own command
+scaled to a random long side between 256 and 1,024 px), then times, each as its own command
 from start to exit (model loading and Ray's start included):
 
   (a) ``retint colorize`` in one process, one torch thread (and, for reference, two);
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import shutil
 import subprocess
@@ -32,6 +31,7 @@ import numpy as np
 from docblock import write_block  # scripts/, beside this file
 from PIL import Image
 
+from retint.device import cpu_name
 from retint.io import read_rgb
 
 
@@ -49,7 +49,7 @@ def build_photos(sources: list[str], out: Path, count: int, seed: int = 0) -> li
             continue
         with Image.open(photos[i % len(photos)]) as im:
             im = im.convert("L")
-            side = rng.randint(256, 1600)
+            side = rng.randint(256, 1024)
             scale = side / max(im.size)
             im = im.resize((max(16, round(im.width * scale)), max(16, round(im.height * scale))),
                            Image.Resampling.BILINEAR)
@@ -102,7 +102,7 @@ def main() -> None:
     photos = build_photos(args.data, args.work / "photos", args.count)
     megapixels = sum(np.prod(Image.open(p).size) for p in photos) / 1e6
     report = [f"{len(photos)} gray JPEGs of mixed sizes ({megapixels:.0f} MP in all), model "
-              f"{args.model}, {os.cpu_count()} CPUs ({platform.processor() or 'cpu'}):", "",
+              f"{args.model}, {os.cpu_count()} CPUs ({cpu_name()}):", "",
               "| run | seconds | photos/s |", "|---|---|---|"]
     print(report[0], flush=True)
     base = [sys.executable, "-m", "retint", "colorize", str(args.work / "photos"), "--model",

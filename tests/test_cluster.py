@@ -154,3 +154,30 @@ def test_a_foreign_manifest_path_is_refused(model_files, tmp_path, capsys):
                      "--ray", "--manifest", other) == 2
     assert "is not a retint manifest" in capsys.readouterr().err
     assert other.read_text() == '{"something": "else"}\n'
+
+
+def test_a_killed_actor_is_replaced_and_the_job_finishes(ray_address, model_files, tmp_path):
+    """kill -9 of the Colorizer actor mid-job: Ray starts another, the batch in flight is
+    redone, and every photo ends up done once with nothing half-written left."""
+    photos = _archive(tmp_path / "scans", 40, broken=False)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "retint", "colorize", str(photos), "-o", str(out), "--model",
+            str(model_files["student"]), "--device", "cpu", "-q", "--ray", ray_address,
+            "--actors", "1", "--batch-size", "1"]
+    job = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    manifest, killed = out / "retint-manifest.jsonl", None
+    deadline = time.monotonic() + 300
+    while killed is None and job.poll() is None and time.monotonic() < deadline:
+        if manifest.exists() and _rows(manifest):
+            found = subprocess.run(["pgrep", "-f", "MapWorker"], capture_output=True,
+                                   text=True).stdout.split()
+            if found:
+                killed = int(found[0])
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    text = job.communicate(timeout=300)[0]
+    assert killed is not None, "the actor was to be killed mid-job"
+    assert job.returncode == 0, text
+    final = Manifest(manifest)
+    assert len(final.rows) == 40 and final.counts()["done"] == 40
+    assert len(list(out.rglob("*.jpg"))) == 40 and not list(out.rglob(".*.tmp"))

@@ -181,3 +181,17 @@ def test_a_killed_actor_is_replaced_and_the_job_finishes(ray_address, model_file
     final = Manifest(manifest)
     assert len(final.rows) == 40 and final.counts()["done"] == 40
     assert len(list(out.rglob("*.jpg"))) == 40 and not list(out.rglob(".*.tmp"))
+
+
+def test_an_unreachable_cluster_is_a_one_line_error(model_files, tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    photos = _archive(tmp_path / "scans", 2, broken=False)
+    assert _colorize(photos, "-o", tmp_path / "o", "--model", model_files["student"],
+                     "--ray", f"127.0.0.1:{port}") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err
+    assert not (tmp_path / "o").exists()

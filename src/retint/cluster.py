@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -170,6 +171,7 @@ def _start(ray, args: argparse.Namespace) -> None:
     if args.ray == "local":
         ray.init(include_dashboard=False, **quiet)
     else:
+        _check_reachable(args.ray)
         try:
             ray.init(address=args.ray, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as err:
@@ -177,6 +179,19 @@ def _start(ray, args: argparse.Namespace) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = not args.quiet and sys.stderr.isatty()
     ctx.print_on_execution_start = False
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A ``HOST:PORT`` or ``ray://HOST:PORT`` nobody answers at is a one-line error at once
+    (Ray itself would retry for minutes)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and the like: Ray's to resolve
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise UsageError(f"cannot reach the Ray cluster at {address}: "
+                         f"{err.strerror or err}") from None
 
 
 def _pipeline(ray, args: argparse.Namespace, todo: list[tuple[Path, Path]], started: float):

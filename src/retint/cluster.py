@@ -132,7 +132,8 @@ def colorize_on_ray(args: argparse.Namespace, pairs: list[tuple[Path, Path]],
     ray = import_ray()
     manifest = Manifest(manifest_path(args, rule.folder))
     if refused:
-        manifest.append(_row(src, Path(""), "failed", why) for src, why in refused)
+        manifest.append({"input": str(src), "output": "", "status": "failed", "error": why,
+                         "bytes": 0} for src, why in refused)
     done_before = manifest.done()
     todo = [(s, d) for s, d in pairs if str(s) not in done_before]
     t0 = time.perf_counter()

@@ -37,10 +37,11 @@ STUDENT ?= student-pool
 results: $(VENV)/.installed
 	$(RECIPES) pool --data $(DATA)
 	$(RECIPES) train --data $(DATA) --only enc-long-l1 student-mimic pool-l1 pool-pyramid \
-		$(STUDENT) hint-branch
+		pool-feature pool-aged $(STUDENT) student-long hint-branch
 	$(RECIPES) table --data $(DATA) --write-docs \
-		--benchmarks $(SHARED)/benchmarks/bsd100 $(SHARED)/benchmarks/urban100 \
-		--only enc-long-l1 pool-l1 pool-pyramid student-mimic $(STUDENT) \
+		--benchmarks $(SHARED)/benchmarks/bsd100 \
+		--only enc-long-l1 pool-l1 pool-pyramid pool-feature pool-aged student-mimic $(STUDENT) \
+		student-long \
 		--sheet enc-long-l1 $(TEACHER) $(STUDENT)
 	$(RECIPES) install $(TEACHER) $(STUDENT) --data $(DATA)
 

@@ -28,11 +28,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from docblock import write_block  # scripts/, beside this file
 from PIL import Image
 
 from retint.device import cpu_name
 from retint.io import read_rgb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # docblock.py, beside
+from docblock import write_block  # noqa: E402
 
 
 def build_photos(sources: list[str], out: Path, count: int, seed: int = 0) -> list[Path]:

@@ -29,7 +29,6 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from docblock import write_block  # scripts/, beside this file
 from PIL import Image
 
 from retint.evaluate import BASELINE
@@ -37,6 +36,9 @@ from retint.goals import fast_goal_met, pick_default, quality_goals
 from retint.io import atomic_write
 from retint.models import BUNDLED_DIR, load_weights, save_weights
 from retint.train import TrainConfig, fit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # docblock.py, beside
+from docblock import write_block  # noqa: E402
 
 RUNS = Path("runs/recipes")
 POOL = Path(".data/pool")

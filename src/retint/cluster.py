@@ -166,13 +166,14 @@ def colorize_on_ray(args: argparse.Namespace, pairs: list[tuple[Path, Path]],
 def _start(ray, args: argparse.Namespace) -> None:
     """Join the cluster at ``--ray ADDRESS`` (``auto``, ``ray://host:10001``, ``host:6379``),
     or start a local Ray on this machine's CPUs."""
-    if ray.is_initialized():
+    if args.ray != "local":
+        _check_reachable(args.ray)
+    if ray.is_initialized():  # embedded: the caller's Ray
         return
     quiet = dict(logging_level=logging.WARNING, log_to_driver=False)
     if args.ray == "local":
         ray.init(include_dashboard=False, **quiet)
     else:
-        _check_reachable(args.ray)
         try:
             ray.init(address=args.ray, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as err:

@@ -32,7 +32,7 @@ demo: $(VENV)/.installed
 SHARED ?= ../shared/data
 RECIPES := $(BIN)/python scripts/recipes.py
 DATA := $(SHARED)/photos $(SHARED)/imagenet-sample $(SHARED)/people $(SHARED)/streets
-TEACHER ?= pool-pyramid
+TEACHER ?= pool-aged
 STUDENT ?= student-pool
 results: $(VENV)/.installed
 	$(RECIPES) pool --data $(DATA)
@@ -43,6 +43,8 @@ results: $(VENV)/.installed
 		--only enc-long-l1 pool-l1 pool-pyramid pool-feature pool-aged student-mimic $(STUDENT) \
 		student-long \
 		--sheet enc-long-l1 $(TEACHER) $(STUDENT)
+	$(RECIPES) table --data $(DATA) --only $(TEACHER) $(STUDENT) --sheet $(TEACHER) $(STUDENT) \
+		--benchmarks $(SHARED)/benchmarks/bsd100 $(SHARED)/benchmarks/urban100
 	$(RECIPES) install $(TEACHER) $(STUDENT) --data $(DATA)
 
 lint: $(VENV)/.installed-dev

@@ -85,34 +85,37 @@ def read_path_list(path: str | Path) -> list[Path]:
     file has one per line (blank lines and ``#`` comments skipped), a CSV or Parquet file a
     ``path`` column (else its first column). Parquet needs pyarrow (``retint[ray]``)."""
     path = Path(path)
-    kind = path.suffix.lower()
+    read = {".parquet": _parquet_names, ".csv": _csv_names}.get(path.suffix.lower(), _text_names)
     try:
-        if kind == ".parquet":
-            try:
-                import pyarrow.parquet as pq
-            except ImportError:
-                raise UsageError(f"{path}: reading a Parquet list needs pyarrow: pip install "
-                                 "'retint[ray]' (or pyarrow)") from None
-            table = pq.read_table(path)
-            column = "path" if "path" in table.column_names else table.column_names[0]
-            names = [str(v) for v in table.column(column).to_pylist() if v]
-        elif kind == ".csv":
-            with open(path, newline="", encoding="utf-8") as f:
-                rows = list(csv.reader(f))
-            head = rows[0] if rows else []
-            column = head.index("path") if "path" in head else 0
-            names = [r[column] for r in rows[1 if "path" in head else 0:]
-                     if len(r) > column and r[column].strip()]
-        else:
-            lines = path.read_text(encoding="utf-8").splitlines()
-            names = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise UsageError(f"{path}: cannot read the list of photos ({err})") from None
-    except Exception as err:  # pyarrow's errors (a broken Parquet file) share no base here
-        if isinstance(err, UsageError):
-            raise
+        names = read(path)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as err:  # pyarrow's too
         raise UsageError(f"{path}: cannot read the list of photos ({err})") from None
     return [Path(os.path.normpath(path.parent / n)) for n in names]
+
+
+def _text_names(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def _csv_names(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    head = rows[0] if rows else []
+    column = head.index("path") if "path" in head else 0
+    return [r[column] for r in rows[1 if "path" in head else 0:]
+            if len(r) > column and r[column].strip()]
+
+
+def _parquet_names(path: Path) -> list[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise OSError("reading a Parquet list needs pyarrow: pip install 'retint[ray]' "
+                      "(or pyarrow)") from None
+    table = pq.read_table(path)
+    column = "path" if "path" in table.column_names else table.column_names[0]
+    return [str(v) for v in table.column(column).to_pylist() if v]
 
 
 def _listed(item: str, rule: OutputRule) -> list[tuple[Path, Path, Path]]:

@@ -53,7 +53,7 @@ def cmd_colorize(args: argparse.Namespace) -> int:
             pairs, refused = plan_outputs(args.inputs, rule)
         if not pairs and not refused:
             return _fail("no photos found in the given inputs")
-        check_writable(list({dst.parent for _, dst in pairs}))
+        check_writable([dst.parent for _, dst in pairs])
         if args.ray is not None:
             from .cluster import colorize_on_ray
 

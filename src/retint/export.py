@@ -60,12 +60,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                    help="compare with PyTorch on real photos at two sizes, print max |Δab| "
                    "(default: on)")
-    p.add_argument("--int8", action="store_true",
-                   help="static INT8 quantization (QDQ, per-channel int8 weights, uint8 "
-                   "activations) calibrated on --calibration")
-    p.add_argument("--calibration", metavar="FOLDER",
-                   help="the model's TRAINING photos to calibrate INT8 on (never held-out or "
-                   "benchmark photos; those the card lists as held out are skipped)")
+    add_int8_options(p)
     p.add_argument("--calibration-count", type=positive_int, default=CALIBRATION_COUNT,
                    metavar="N",
                    help="photos to calibrate on, spread over the folder (default %(default)s)")
@@ -77,15 +72,29 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def add_int8_options(p: argparse.ArgumentParser, when: str = "") -> None:
+    """``--int8`` and ``--calibration``, the same for ``export`` and ``bench``."""
+    p.add_argument("--int8", action="store_true",
+                   help=f"{when}static INT8 quantization (QDQ, per-channel int8 weights, uint8 "
+                   "activations) calibrated on --calibration")
+    p.add_argument("--calibration", metavar="FOLDER",
+                   help="the model's TRAINING photos to calibrate INT8 on (never held-out or "
+                   "benchmark photos; those the card lists as held out are skipped)")
+
+
+def check_int8_options(args: argparse.Namespace) -> None:
+    if args.int8 != bool(args.calibration):
+        raise ValueError("--int8 needs --calibration FOLDER of training photos (and "
+                         "--calibration is only for --int8)")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .runtime import check_exporter, import_onnxruntime
 
     dst = Path(args.output)
     if dst.suffix.lower() != ".onnx":
         raise ValueError(f"{dst}: the output must be an .onnx file")
-    if args.int8 != bool(args.calibration):
-        raise ValueError("--int8 needs --calibration FOLDER of training photos (and "
-                         "--calibration is only for --int8)")
+    check_int8_options(args)
     check_exporter()
     if args.verify or args.int8:
         import_onnxruntime()

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..export import add_int8_options, check_int8_options
 from ..options import add_colorizer_options, positive_int, working_size
 from .settings import Settings
 
@@ -56,6 +57,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.int8 and (args.runtime != "onnx" or not args.calibration):
         raise ValueError("--int8 measures ONNX Runtime on a quantized model: give it with "
                          "--runtime onnx and --calibration FOLDER of training photos")
+    check_int8_options(args)
     if args.compare and len(args.compare) == 2:  # two saved runs: compare, measure nothing
         print(format_compare(*map(_read, args.compare)))
         return 0
@@ -138,11 +140,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", nargs="+", metavar="JSON",
                    help="OLD.json: compare this run with it; OLD.json NEW.json: compare two "
                         "saved runs without measuring")
-    p.add_argument("--int8", action="store_true",
-                   help="with --runtime onnx: also each model quantized to INT8 (static, QDQ), "
-                   "calibrated on --calibration")
-    p.add_argument("--calibration", metavar="FOLDER",
-                   help="training photos to calibrate --int8 on (never held-out ones)")
+    add_int8_options(p, "with --runtime onnx, also each model's ONNX twin in ")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes, one run: checks that everything works, in seconds")
     p.set_defaults(func=cmd_bench)

@@ -53,6 +53,8 @@ COMMON = dict(crop=128, batch_size=16, max_scale=2.0, lr=5e-4, warmup=200, worke
 #: its ab, sharpened x1.1): the truth alone is what pulls a model towards sepia.
 STUDENT = dict(arch="student", steps=1500, crop=256, batch_size=8, max_scale=1.5, alpha=0.25,
                beta=0.5, kd_output=1.0, kd_sharpen=1.1)
+#: Whole-photo crops, as the student and hint recipes see them.
+STUDENT_CROPS = dict(crop=256, batch_size=8, max_scale=1.5)
 #: Longer distillation of the plain student (no encoder: the fast one) from the bundled teacher.
 PLAIN = dict(STUDENT, teacher="enc-long-l1", init="student-kd", lr=3e-4, warmup=100)
 #: Fine-tunes of the bundled teacher on the whole pool, in bf16 autocast where the CPU has it.
@@ -99,10 +101,15 @@ RECIPES: dict[str, tuple[str, dict]] = {
                                                 kd_sharpen=1.2)),
     "pool-aged": ("pool-pyramid with half the crops' L aged (grain, blur, fading, scratches, "
                   "JPEG)", dict(POOLED, pyramid=True, old_photo=0.5)),
-    "hint-branch": ("colour hints: a branch trained on the frozen bundled teacher, each crop "
-                    "given a geometric number of points (mean 4) simulated from its truth",
-                    dict(steps=1500, init=str(BUNDLED_DIR / "teacher"), hint_points=4.0,
-                         warmup=100)),
+    "student-aged": ("student-pool, 2,200 more steps distilled from pool-aged (the default) with "
+                     "the truth too, on the whole pool, half the crops' L aged as the teacher's",
+                     dict(PLAIN, init="student-pool", teacher="pool-aged", steps=2200,
+                          old_photo=0.5)),
+    "hint-spread": ("colour hints on the frozen default teacher: an L-guided spread of each "
+                    "hint (learnt reaches) and a small refiner, each 256² crop given a geometric "
+                    "number of points (mean 6) simulated from its truth, L1",
+                    dict(STUDENT_CROPS, arch="teacher", steps=2000, init=str(BUNDLED_DIR / "teacher"),
+                         hint_points=6.0, loss="l1", warmup=100)),
 }
 
 
@@ -156,8 +163,10 @@ def run_dir(name: str, runs: Path = RUNS) -> Path:
     return runs / name
 
 
+#: Students trained on the whole pool (the teachers' pool recipes are named pool-*).
+POOL_STUDENTS = ("student-pool", "student-long", "student-aged")
 #: The sets the first recipes were trained on, before people/ and streets/ joined the pool;
-#: every recipe but pool-*, student-pool/-long and hint-branch keeps to them, so that it reproduces.
+#: every recipe but pool-*, the POOL_STUDENTS and hint-* keeps to them, so that it reproduces.
 FIRST_SETS = ("photos", "imagenet-sample")
 
 
@@ -167,7 +176,7 @@ def config(name: str, data: list[str], runs: Path = RUNS) -> TrainConfig:
     for key in ("teacher", "init"):  # recipe names -> their final weights
         if values.get(key) in RECIPES:
             values[key] = str(run_dir(values[key], runs) / "final")
-    if not (name.startswith("pool-") or name in ("student-pool", "student-long", "hint-branch")):
+    if not (name.startswith("pool-") or name in POOL_STUDENTS or name.startswith("hint")):
         data = [d for d in data if Path(d).name in FIRST_SETS]
     return TrainConfig(data=data, out=str(run_dir(name, runs)), **values)
 

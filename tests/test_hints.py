@@ -2,9 +2,9 @@
 never a change of lightness with them), the same pixels from the CLI, the Python API and the
 web API, simulated hints, a tiny hint training run, films and ``evaluate --hints``.
 
-The hint model here is not trained: :func:`hand_set_branch` sets its branch by hand so that a
-hint copies its colour into its own patch and nowhere else, which is what these tests need to
-see the plumbing carry a hint to the right pixels. Its base is a random teacher whose colours
+The hint model here is not trained: :func:`local_hints` sets its spread by hand so that a hint
+copies its colour into its own patch and hardly anywhere else, which is what these tests need
+to see the plumbing carry a hint to the right pixels. Its base is a random teacher whose colours
 are muted (head scaled down), so that they sit inside sRGB and a result moves only where a
 hint is.
 """
@@ -53,26 +53,20 @@ RED = {"x": 0.3, "y": 0.4, "colour": "#d0302a", "radius": 0.04}
 BLUE = {"x": 0.75, "y": 0.7, "colour": "#2a50d0", "radius": 0.03}
 
 
-def hand_set_branch(model: HintedTeacher, gain: float = 3.0) -> HintedTeacher:
-    """Set a hint model's branch by hand (no training): its stride-1 path passes the hint's
-    a/128 and b/128 through (as +a, -a, +b, -b, which LeakyReLU keeps linear: x 1.04) onto the
-    logits before the tanh, times ``gain``; everything else is zero. So inside a hint's patch the
-    colour is pulled hard towards the hint's hue, and outside every patch nothing is added."""
-    branch = model.branch
+def local_hints(model: HintedTeacher) -> HintedTeacher:
+    """Set a hint model's reaches by hand (no training): the spread reaches 1.5 % of the long
+    side and ignores lightness, and its prior is small, so inside a hint's patch the colour is
+    the hint's and a few patches away nothing moves. The refiner stays at zero."""
+    spread = model.spread
     with torch.no_grad():
-        for p in branch.parameters():
-            p.zero_()
-        first, second = branch.s1[0][0], branch.s1[1][0]
-        for ch, (src, sign) in enumerate([(1, 1.0), (1, -1.0), (2, 1.0), (2, -1.0)]):
-            first.weight[ch, src, 1, 1] = sign
-            second.weight[ch, ch, 1, 1] = 1.0
-        out, k = branch.project["1"].weight, gain / 1.04
-        out[0, 0], out[0, 1], out[1, 2], out[1, 3] = k, -k, k, -k
+        spread.log_space.fill_(math.log(0.015))
+        spread.log_lightness.fill_(math.log(10.0))
+        spread.log_prior.fill_(math.log(0.02))
     return model
 
 
 def save_hand_set(base: Path, out: Path, name: str = "tiny-hints") -> Path:
-    return save_weights(hand_set_branch(hinted_from(base)), out, {"name": name})
+    return save_weights(local_hints(hinted_from(base)), out, {"name": name})
 
 
 @pytest.fixture(scope="module")
@@ -191,9 +185,9 @@ def real_l(n: int = 2, size: int = SIZE) -> torch.Tensor:
 def test_without_hints_the_model_is_its_teacher_exactly(hint_files):
     base, _ = load_weights(hint_files["base"])
     model = hinted_from(hint_files["base"])
-    torch.manual_seed(1)  # a branch that is not zero anywhere: what training leaves
+    torch.manual_seed(1)  # a refiner that is not zero anywhere: what training leaves
     with torch.no_grad():
-        for p in model.branch.parameters():
+        for p in model.refine.parameters():
             p.normal_(0, 0.05)
     l = real_l()
     hints = torch.zeros(2, 3, SIZE, SIZE)
@@ -205,30 +199,38 @@ def test_without_hints_the_model_is_its_teacher_exactly(hint_files):
         mixed = model(l, hints)
     assert torch.equal(mixed[0], expected[0])  # the photo without hints, in a batch with one
     assert not torch.allclose(mixed[1], expected[1], atol=1e-3)
-    # only the branch is ours: not the teacher's weights, nor its training mode
-    assert set(model.state_dict()) == {k for k, _ in model.branch.named_parameters(prefix="branch")}
+    # only the hint layers are ours: not the teacher's weights, nor its training mode
+    assert set(model.state_dict()) == {k for k, _ in model.named_parameters()}
+    assert all(k.startswith(("spread.", "refine.")) for k in model.state_dict())
     assert all(p.requires_grad for p in model.parameters())
     model.train()
-    assert model.branch.training and not model.base.training
+    assert model.refine.training and not model.base.training
 
 
 @pytest.mark.parametrize("pyramid", [False, True])
-def test_a_fresh_branch_follows_the_teacher_step_for_step(pyramid):
-    """With hints but a branch at zero (as training starts), the hinted forward, which mirrors
-    Teacher.forward with the branch joining, gives the teacher's values bit for bit."""
+def test_a_fresh_model_is_the_teacher_plus_the_spread(pyramid):
+    """With hints and a refiner at zero (as training starts), the result is the teacher's plus
+    the spread's shift: the hint's colour at the hint, the teacher's far away, and in between a
+    pixel of the hint's lightness takes more of it than one of another lightness."""
     torch.manual_seed(0)
     base = build_model("teacher", backbone="efficientnet-lite0" if pyramid else None,
                        pyramid=pyramid).eval()
-    if pyramid:
-        with torch.no_grad():
-            for p in base.skips.parameters():
-                p.normal_(0, 0.02)
-    model = HintedTeacher(base)
-    l = real_l()
-    hints = torch.zeros(2, 3, SIZE, SIZE)
-    hints[:, :, 10:15, 10:15] = torch.tensor([0.3, -0.2, 1.0]).view(3, 1, 1)
+    model = HintedTeacher(base).eval()
+    l = torch.full((1, 1, SIZE, SIZE), 0.3)
+    l[..., :, SIZE // 2 :] = 0.8  # two regions: dark on the left, light on the right
+    hints = torch.zeros(1, 3, SIZE, SIZE)
+    hints[:, :, 28:33, 20:25] = torch.tensor([0.4, -0.3, 1.0]).view(3, 1, 1)  # in the dark
     with torch.no_grad():
-        assert torch.equal(model(l, hints), base(l))
+        teacher = base(l)
+        out = model(l, hints)
+        shift, confidence = model.spread(l, teacher, hints)
+    assert torch.allclose(out, (teacher + shift).clamp(-1, 1), atol=1e-6)
+    moved = (out - teacher).norm(dim=1)[0]
+    wanted = (hints[0, :2, 30, 22] - teacher[0, :, 30, 22]).norm()
+    assert moved[30, 22] > 0.7 * wanted  # at the hint, most of the way to its colour
+    assert moved[30, 26] > 4 * moved[30, 38]  # same distance, other lightness: far less
+    assert moved[4, 4] < moved[30, 22] and 0 <= float(confidence.min()) <= float(
+        confidence.max()) < 1
 
 
 def test_card_names_the_base_and_a_changed_base_is_refused(hint_files, tmp_path):
@@ -239,7 +241,7 @@ def test_card_names_the_base_and_a_changed_base_is_refused(hint_files, tmp_path)
                                      .parameters())
     model, loaded = load_weights(hint_files["hint"])
     assert isinstance(model, HintedTeacher) and not model.training and loaded == card
-    # the file holds only the branch: a fraction of the teacher's
+    # the file holds only the hint layers: a fraction of the teacher's
     assert hint_files["hint"].stat().st_size < hint_files["base"].stat().st_size / 5
     # a bundled base is named as such
     bundled = hinted_from(BUNDLED_DIR / "teacher")
@@ -252,7 +254,7 @@ def test_card_names_the_base_and_a_changed_base_is_refused(hint_files, tmp_path)
         (other / f"hint{suffix}").write_bytes(hint_files["hint"].with_suffix(suffix).read_bytes())
     torch.manual_seed(5)
     save_weights(build_model("teacher"), other / "base")
-    with pytest.raises(ValueError, match="not the one it was trained on.*train the hint branch"):
+    with pytest.raises(ValueError, match="not the one it was trained on.*train the hint model"):
         load_weights(other / "hint")
     (other / "base.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="its base model .* is missing"):
@@ -308,7 +310,7 @@ def test_hints_need_a_hint_model(hint_files):
     assert base.colorize(gray(), hints=[]).shape == (300, 451, 3)
     assert hint_model_for(str(hint_files["hint"])) == str(hint_files["hint"])
     if not (BUNDLED_DIR / "hints.safetensors").exists():
-        with pytest.raises(HintError, match="none is installed.*--only hint-branch"):
+        with pytest.raises(HintError, match="none is installed.*--only hint-spread"):
             hint_model_for("default")
 
 
@@ -452,7 +454,7 @@ def test_a_tiny_hint_training_run(hint_files, photos_dir, tmp_path):
     assert isinstance(model, HintedTeacher) and card["arch"] == "hinted"
     assert card["recipe"]["hint_points"] == 4.0 and card["steps"] == 3
     assert Path(run / card["base"]["path"]).resolve() == hint_files["base"].resolve()
-    assert any(p.abs().sum() > 0 for p in model.branch.project.parameters())  # it learnt
+    assert any(p.abs().sum() > 0 for p in model.refine.out.parameters())  # it learnt
     assert hint_files["base"].read_bytes() == base_bytes  # the teacher stays frozen
     base, _ = load_weights(hint_files["base"])
     assert all(torch.equal(a, b) for a, b in zip(model.base.state_dict().values(),

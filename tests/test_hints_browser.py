@@ -4,8 +4,8 @@ point onto a gray patch of ground, and check in the returned image that the pixe
 turned red while a far region barely moved; then drag, undo, delete, and download the hints,
 which give the same pixels through the Python API.
 
-The hint model is the bundled teacher with a branch set by hand (``hand_set_branch`` of
-test_hints: a hint copies its colour into its own patch, nowhere else), not a trained one.
+The hint model is the bundled teacher with its spread set by hand (``local_hints`` of
+test_hints: a hint copies its colour into its own patch and hardly further), not a trained one.
 """
 
 from __future__ import annotations

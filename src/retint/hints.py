@@ -68,8 +68,8 @@ PATCH_HALVES = (1, 2, 3)
 GRADIENT_SCALE = 0.01
 MAX_SIMULATED = 64  # simulated points per crop at most
 NO_HINT_MODEL = ("colour hints need a hint model, and none is installed (no bundled 'hints' "
-                 "model): train one with `python scripts/recipes.py train --only hint-branch` "
-                 "and pass --model runs/recipes/hint-branch/final")
+                 "model): train one with `python scripts/recipes.py train --only hint-spread` "
+                 "and pass --model runs/recipes/hint-spread/final")
 
 
 class HintError(ValueError):
@@ -466,15 +466,15 @@ class _WithHints:
 
 
 def predict_ab_hinted(colorizer: Colorizer, ls: Sequence[Tensor],
-                      hints: Sequence[Sequence[Hint]]) -> list[Tensor]:
-    """``colorizer.predict_ab(ls)`` (full-size ab) with each photo's hints given to the model;
-    a photo without hints gets exactly the automatic values."""
+                      hints: Sequence[Sequence[Hint]], full_size: bool = True) -> list[Tensor]:
+    """``colorizer.predict_ab(ls, full_size)`` with each photo's hints given to the model; a
+    photo without hints gets exactly the automatic values."""
     check_hint_model(colorizer)
     size = colorizer.working_size
     view = copy.copy(colorizer)
     view.model = _WithHints(colorizer.model, [hint_maps(h, l.shape[-2:], size)
                                               for l, h in zip(ls, hints, strict=True)])
-    return view.predict_ab(ls)
+    return view.predict_ab(ls, full_size=full_size)
 
 
 def keep_in_gamut(l: Tensor, ab: Tensor, band_pixels: int = 1_000_000) -> Tensor:

@@ -73,7 +73,7 @@ class TrainConfig:
     rebalance: float = 0.0  # rarity weighting strength in [0, 1]; 0 = off
     feature_weight: float = 0.0  # weight of the perceptual (ImageNet feature) loss; 0 = off
     old_photo: float = 0.0  # share of training crops whose L is aged (grain, blur, fading...)
-    # colour hints: > 0 trains a hint branch on the frozen teacher ``init`` (models/hinted.py),
+    # colour hints: > 0 trains hint layers on the frozen teacher ``init`` (models/hinted.py),
     # each crop given a geometric number of points of this mean, simulated from its truth
     hint_points: float = 0.0
     gan_weight: float = 0.0  # weight of the PatchGAN term; 0 = no discriminator
@@ -154,7 +154,7 @@ class Objective:
         self.hint_points = cfg.hint_points
         self.teacher: nn.Module | None = None
         if cfg.teacher and cfg.hint_points > 0:
-            raise SystemExit("error: hint training trains a branch on a frozen teacher (init); "
+            raise SystemExit("error: hint training trains hint layers on a frozen teacher (init); "
                              "it does not distil (no teacher)")
         if cfg.teacher:
             self.teacher, _ = load_weights(cfg.teacher, device)
@@ -431,15 +431,15 @@ class Trainer:
 
     def _build(self) -> None:
         cfg, device = self.cfg, self.device
-        if cfg.hint_points > 0:  # a hint branch (at zero) on the frozen teacher of ``init``
+        if cfg.hint_points > 0:  # hint layers (refiner at zero) on the frozen teacher of ``init``
             if not cfg.init:
                 raise SystemExit("error: hint training needs init: the teacher to build the "
-                                 "hint branch on (e.g. the bundled src/retint/weights/teacher)")
+                                 "hint model on (e.g. the bundled src/retint/weights/teacher)")
             from .models import resolve_model_path
             from .models.hinted import hinted_from
 
             self.model = model = hinted_from(resolve_model_path(cfg.init))
-            self.say(f"training a hint branch on the frozen {cfg.init}")
+            self.say(f"training hint layers on the frozen {cfg.init}")
         else:
             self.model = model = build_model(cfg.arch, cfg.width, cfg.backbone, cfg.pyramid)
         if cfg.init and cfg.hint_points <= 0:

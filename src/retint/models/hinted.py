@@ -1,83 +1,138 @@
-"""The hint model: a frozen teacher and a small trainable branch that reads the user's colour.
+"""The hint model: a frozen teacher, an L-guided spread of the user's colour, and a small net.
 
-The branch reads L (B,1,H,W) and the hint maps (B,3,H,W): the hinted a/128 and b/128 and a mask,
-all zero where nobody said anything (the local hints of Zhang et al., SIGGRAPH 2017, given to a
-side branch rather than to a network trained from scratch). It encodes them at strides 1, 2, 4,
-8 and 16 and adds what it finds into the teacher's decoder at the same strides: after the
-bottleneck (16), after ``dec4`` (8), ``dec3`` (4) and ``dec2`` (2), and onto the logits before
-the final tanh (1). Each addition is a 1x1 conv without bias, initialised to zero, so training
-starts from the teacher exactly.
+The hint maps (B,3,H,W) hold the hinted a/128 and b/128 and a mask, all zero where nobody said
+anything (the local hints of Zhang et al., SIGGRAPH 2017). Three steps turn them into colour:
 
-**With no hint the result is exactly the teacher's**, for any trained branch: every addition is
-gated per image by whether that image has a hint at all (its mask is non-zero somewhere). An
-image without hints keeps the teacher's values untouched (``torch.where``, not a multiplication
-by zero), and a batch without any hint runs the teacher alone. A bias-free 1x1 conv would not do
-that by itself: the branch also reads L, so its features are not zero where no hint is given.
+1. **The teacher** colours the photo as it would without hints (``base_ab``).
+2. **The spread** (:class:`HintSpread`): each hint's difference from that colour is carried to
+   the pixels near it in place *and* in lightness, a joint-bilateral filter guided by L, so a
+   click colours the object it belongs to and stops where the lightness changes. It runs on a
+   bilateral grid (lightness bins x an 8x coarser grid), so its cost does not grow with the
+   number of hints. Its three reaches (in place, in lightness, and how far one hint outweighs
+   the teacher) are learnt scalars.
+3. **The refiner** (:class:`HintRefiner`) reads L, the hints, the teacher's and the spread's
+   colour and the spread's confidence, and adds a correction. Its last conv starts at zero, so
+   training starts from the spread exactly.
+
+**With no hint the result is exactly the teacher's**, for any trained weights: the hinted path
+is gated per image by whether that image has a hint at all (``torch.where``, not a
+multiplication by zero), and a batch without any hint runs the teacher alone.
 
 The teacher is held *outside* the module tree, as the frozen encoder is
 (:class:`~retint.models.backbone.FrozenEncoder`): it is in no ``state_dict()``, parameter list,
-optimiser or ``train()`` call. A hint model's file holds only the branch; its card names the
-base weights (a bundled name, or a path relative to the card) and their SHA-256, checked when
-it loads, because a branch is only valid on the exact teacher it was trained on.
+optimiser or ``train()`` call. A hint model's file holds only the spread and the refiner; its
+card names the base weights (a bundled name, or a path relative to the card) and their
+SHA-256, checked when it loads, because the refiner learnt the errors of that exact teacher.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import scaled
 from .teacher import Teacher
 
 ARCH = "hinted"
-#: strides at which the branch reads and adds (1 = onto the logits before the tanh)
-STRIDES = (1, 2, 4, 8, 16)
-BRANCH_WIDTHS = (16, 32, 64, 128, 128)
 HINT_CHANNELS = 3  # a/128, b/128, mask
+L_BINS = 15  # lightness bins of the bilateral grid, over L/100 in [0, 1]
+GRID = 8  # the grid is this many times coarser than the working size
+PATCH_MASS = 25.0  # mask pixels of a typical hint (a 5x5 patch): the unit of the prior
+REFINE_WIDTHS = (16, 32, 64)
 
 
-def _block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+class HintSpread(nn.Module):
+    """(L, teacher ab, hint maps) -> (the spread's shift of ab (B,2,H,W), its confidence (B,1,H,W)).
+
+    At pixel p the shift is ``sum_i w_i(p) r_i / (sum_i w_i(p) + prior)``: ``r_i`` a hint
+    pixel's difference from the teacher, ``w_i(p)`` a Gaussian of the distance (``space`` x the
+    long side) times a Gaussian of the lightness difference (``lightness``, in L/100). The
+    prior is in units of a 5x5 hint, so far from every hint the teacher keeps its colour.
+    """
+
+    def __init__(self, space: float = 0.25, lightness: float = 0.10, prior: float = 0.3) -> None:
+        super().__init__()
+        self.log_space = nn.Parameter(torch.tensor(math.log(space)))
+        self.log_lightness = nn.Parameter(torch.tensor(math.log(lightness)))
+        self.log_prior = nn.Parameter(torch.tensor(math.log(prior)))
+        self.register_buffer("centres", torch.linspace(0.0, 1.0, L_BINS).view(1, -1, 1, 1),
+                             persistent=False)
+
+    def _bins(self, l: Tensor) -> Tensor:
+        """(B,K,H,W) soft lightness bins, scaled so that sum_k bins_k(L)^2 = 1: two pixels of
+        equal L weigh 1, and the product of two pixels' bins falls as a Gaussian of their
+        difference (bins of width lightness/sqrt 2 multiply into one of width lightness)."""
+        width = self.log_lightness.exp().clamp(min=0.05) / math.sqrt(2.0)
+        bins = torch.exp(-(l - self.centres) ** 2 / (2 * width**2))
+        return bins * bins.pow(2).sum(1, keepdim=True).clamp_min(1e-12).rsqrt()
+
+    def _blur(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """A separable Gaussian of peak 1 and std ``sigma`` (grid cells), zero outside."""
+        h, w = x.shape[-2:]
+        radius = max(1, min(math.ceil(3 * float(sigma.detach())), max(h, w) - 1))
+        taps = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+        g = torch.exp(-taps**2 / (2 * sigma.to(x.dtype) ** 2))
+        c = x.shape[1]
+        x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, radius), groups=c)
+        return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(radius, 0), groups=c)
+
+    def forward(self, l: Tensor, base_ab: Tensor, hints: Tensor) -> tuple[Tensor, Tensor]:
+        l, base_ab, hints = l.float(), base_ab.float(), hints.float()
+        h, w = l.shape[-2:]
+        bins = self._bins(l)
+        mask = hints[:, 2:3]
+        diff = mask * (hints[:, :2] - base_ab)
+        splat = torch.cat((bins * diff[:, :1], bins * diff[:, 1:], bins * mask), 1)
+        grid = F.avg_pool2d(splat, GRID) * GRID**2  # mass per cell
+        sigma = self.log_space.exp() * max(h, w) / GRID
+        grid = F.interpolate(self._blur(grid, sigma), size=(h, w), mode="bilinear",
+                             align_corners=False)
+        a, b, mass = (torch.sum(bins * part, 1, keepdim=True) for part in grid.chunk(3, 1))
+        total = mass.clamp_min(0) + self.log_prior.exp() * PATCH_MASS
+        return torch.cat((a, b), 1) / total, mass.clamp_min(0) / total
+
+
+def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation,
                                    dilation=dilation), nn.LeakyReLU(0.2))
 
 
-class HintBranch(nn.Module):
-    """(L, hint a, hint b, mask) -> one additive map per stride of the teacher's decoder.
+class HintRefiner(nn.Module):
+    """(L, hints, teacher ab, spread ab, confidence) -> a correction of ab, zero at the start.
 
-    Plain convolutions and LeakyReLU (no BatchNorm: hint maps are sparse, and statistics of a
-    batch would tie one photo's result to the others'); dilated convolutions at stride 16 let a
-    hint reach across most of the photo (a receptive field of about 230 px).
+    A small U-Net of plain convolutions and LeakyReLU (no BatchNorm: hint maps are sparse, and
+    statistics of a batch would tie one photo's result to the others'), to stride 4 with
+    dilations, so that it can sharpen the spread along edges and temper it where it is wrong.
     """
 
-    def __init__(self, targets: dict[int, int], widths: tuple[int, ...] = BRANCH_WIDTHS) -> None:
+    def __init__(self, widths: tuple[int, int, int] = REFINE_WIDTHS) -> None:
         super().__init__()
-        w1, w2, w4, w8, w16 = widths
-        self.s1 = nn.Sequential(_block(1 + HINT_CHANNELS, w1), _block(w1, w1))
-        self.s2 = _block(w1, w2, stride=2)
-        self.s4 = _block(w2, w4, stride=2)
-        self.s8 = _block(w4, w8, stride=2)
-        self.s16 = nn.Sequential(_block(w8, w16, stride=2), _block(w16, w16, dilation=2),
-                                 _block(w16, w16, dilation=4))
-        channels = dict(zip(STRIDES, widths, strict=True))
-        self.project = nn.ModuleDict()
-        for stride, cout in targets.items():
-            layer = nn.Conv2d(channels[stride], cout, kernel_size=1, bias=False)
-            nn.init.zeros_(layer.weight)
-            self.project[str(stride)] = layer
+        w1, w2, w4 = widths
+        cin = 1 + HINT_CHANNELS + 2 + 2 + 1
+        self.e1 = nn.Sequential(_conv(cin, w1), _conv(w1, w1))
+        self.e2 = nn.Sequential(_conv(w1, w2, stride=2), _conv(w2, w2))
+        self.e4 = nn.Sequential(_conv(w2, w4, stride=2), _conv(w4, w4, dilation=2),
+                                _conv(w4, w4, dilation=4))
+        self.d2 = nn.Sequential(nn.Conv2d(w4 + w2, w2, 1), nn.LeakyReLU(0.2))
+        self.d1 = nn.Sequential(nn.Conv2d(w2 + w1, w1, 1), nn.LeakyReLU(0.2), _conv(w1, w1))
+        self.out = nn.Conv2d(w1, 2, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
-    def forward(self, l: Tensor, hints: Tensor) -> dict[int, Tensor]:
-        f1 = self.s1(torch.cat((l, hints.to(l.dtype)), 1))
-        f2 = self.s2(f1)
-        f4 = self.s4(f2)
-        f8 = self.s8(f4)
-        f16 = self.s16(f8)
-        features = {1: f1, 2: f2, 4: f4, 8: f8, 16: f16}
-        return {s: self.project[str(s)](features[s]) for s in STRIDES}
+    def forward(self, x: Tensor) -> Tensor:
+        f1 = self.e1(x)
+        f2 = self.e2(f1)
+        f4 = self.e4(f2)
+        up = F.interpolate(f4, size=f2.shape[-2:], mode="bilinear", align_corners=False)
+        f2 = self.d2(torch.cat((up, f2), 1))
+        up = F.interpolate(f2, size=f1.shape[-2:], mode="bilinear", align_corners=False)
+        return self.out(self.d1(torch.cat((up, f1), 1)))
 
 
 def has_hints(hints: Tensor) -> Tensor:
@@ -104,8 +159,8 @@ class HintedTeacher(nn.Module):
         self.base_ref = dict(base_ref or {})
         self.width = base.width
         self.latent_channels = base.latent_channels
-        c1, c2, c3, c4 = (scaled(c, base.width) for c in (32, 64, 128, 256))
-        self.branch = HintBranch({1: 2, 2: c1, 4: c2, 8: c3, 16: c4})
+        self.spread = HintSpread()
+        self.refine = HintRefiner()
 
     @property
     def base(self) -> Teacher:
@@ -124,36 +179,19 @@ class HintedTeacher(nn.Module):
         return self.base.latent(l)
 
     def forward(self, l: Tensor, hints: Tensor | None = None) -> Tensor:
+        with torch.no_grad():  # the teacher is frozen: no graph through it
+            base_ab = self.base(l)
         if hints is None:
-            return self.base(l)
+            return base_ab
         present = has_hints(hints)
         if not bool(present.any()) and not (self.training and torch.is_grad_enabled()):
-            return self.base(l)  # (while training, the branch runs: the loss needs its graph)
-        add = self.branch(l, hints)
-        gate = present.view(-1, 1, 1, 1)
-
-        def join(x: Tensor, stride: int) -> Tensor:
-            return torch.where(gate, x + add[stride].to(x.dtype), x)
-
-        # Teacher.forward, step for step, with the branch joining at each stride
-        t = self.base
-        z, (e1, e2, e3, e4), pyramid = t._encode(l)
-        x = t.bottleneck_out(z)
-        if t.pyramid:
-            x = t.skips.add(x, 32, pyramid)
-        x = join(x, 16)
-        x = t.dec4(torch.cat((x, e4), 1))
-        if t.pyramid:
-            x = t.skips.add(x, 8, pyramid)
-        x = join(x, 8)
-        x = t.dec3(torch.cat((x, e3), 1))
-        if t.pyramid:
-            x = t.skips.add(x, 4, pyramid)
-        x = join(x, 4)
-        x = t.dec2(torch.cat((x, e2), 1))
-        x = join(x, 2)
-        x = t.dec1(torch.cat((x, e1), 1))
-        return torch.tanh(join(t.head(torch.cat((x, l), 1)), 1))
+            return base_ab  # (while training, the rest runs: the loss needs its graph)
+        hints = hints.to(l.dtype)
+        shift, confidence = self.spread(l, base_ab, hints)
+        spread = base_ab.float() + shift
+        features = torch.cat((l.float(), hints.float(), base_ab.float(), spread, confidence), 1)
+        out = (spread + self.refine(features).float()).clamp(-1.0, 1.0).to(base_ab.dtype)
+        return torch.where(present.view(-1, 1, 1, 1), out, base_ab)
 
 
 # ---------------------------------------------------------------- the base on disk
@@ -168,8 +206,8 @@ def file_sha256(path: str | Path) -> str:
 
 
 def hinted_from(base_path: str | Path, device: str | torch.device = "cpu") -> HintedTeacher:
-    """A fresh hint model (branch at zero) on the teacher at ``base_path``; a hint model there
-    is returned as it is, to train its branch further."""
+    """A fresh hint model (the spread at its starting reaches, the refiner at zero) on the
+    teacher at ``base_path``; a hint model there is returned as it is, to train it further."""
     from . import _paths, load_weights
 
     model, card = load_weights(base_path, device)
@@ -210,18 +248,19 @@ def base_path_of(card: dict[str, Any], card_path: Path) -> Path:
 
 def load_hinted(card: dict[str, Any], card_path: Path, state: dict[str, Tensor],
                 device: str | torch.device) -> HintedTeacher:
-    """The base named by the card (its SHA-256 checked), then the branch from ``state``."""
+    """The base named by the card (its SHA-256 checked), then the hint weights from ``state``."""
     from . import load_weights
 
     path = base_path_of(card, card_path)
     if not path.is_file():
         raise FileNotFoundError(f"{card_path}: its base model {path} is missing (a hint model "
-                                "holds only its branch; it needs the teacher it was trained on)")
+                                "holds only its hint layers; it needs the teacher it was "
+                                "trained on)")
     found, expected = file_sha256(path), card["base"].get("sha256")
     if found != expected:
         raise ValueError(f"{card_path}: its base model {path} is not the one it was trained on "
                          f"(sha256 {found[:12]}…, expected {str(expected)[:12]}…): train the "
-                         "hint branch again on this base")
+                         "hint model again on this base")
     base, base_info = load_weights(path, "cpu")
     ref = {**card["base"], "path": str(path.resolve()), "name": base_info.get("name")
            or card["base"].get("name")}

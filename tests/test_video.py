@@ -178,11 +178,11 @@ def test_interrupted_run_leaves_nothing(clip, colorizer, tmp_path, monkeypatch, 
     calls = []
     real = Colorizer.predict_ab
 
-    def crash(self, l_full):
+    def crash(self, l_full, **kw):
         calls.append(1)
         if len(calls) == 2:
             raise error("boom")
-        return real(self, l_full)
+        return real(self, l_full, **kw)
 
     monkeypatch.setattr(Colorizer, "predict_ab", crash)
     with pytest.raises(error):
@@ -288,3 +288,70 @@ def test_ffprobe_reads_output(clip, outputs):
                           "-of", "csv=p=0", str(clip["root"] / "out_on.mp4")],
                          capture_output=True, text=True, check=True).stdout.split()
     assert out[:2] == ["h264", "aac"] or sorted(out) == ["aac", "h264"]
+
+
+def test_a_black_and_white_frame_is_read_from_its_y_plane(clip, colorizer):
+    """A gray H.264 frame's L comes from Y alone and equals the RGB path's within rounding of
+    the 8-bit gray; a frame with colour (chroma away from 128) takes the RGB path exactly."""
+    from retint.video import frame_lightness
+
+    with av.open(str(clip["path"])) as c:
+        frame = next(c.decode(video=0))
+    assert frame.format.name == "yuv420p"
+    from_y = frame_lightness(frame, colorizer, 0)
+    from_rgb = colorizer.lightness(frame.to_ndarray(format="rgb24"))
+    assert from_y.shape == from_rgb.shape == (1, H, W)
+    # the same 8-bit gray but for rounding: swscale's fixed point lands one level lower on
+    # some pixels (one level is L/100 ~ 0.004); ours is (Y - 16) * 255 / 219, rounded
+    assert float((from_y - from_rgb).abs().max()) < 0.006
+    y = np.frombuffer(frame.planes[0], np.uint8).reshape(-1, frame.planes[0].line_size)[:H, :W]
+    gray = np.clip(np.round((y - 16.0) * 255 / 219), 0, 255).astype(np.uint8)
+    assert torch.equal(from_y, colorizer.lightness(gray))
+    turned = frame_lightness(frame, colorizer, 1)
+    assert torch.equal(turned[0], torch.rot90(from_y[0], 1))
+
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[..., 0] = 200  # red: chroma far from neutral
+    colour = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    assert torch.equal(frame_lightness(colour, colorizer, 0),
+                       colorizer.lightness(colour.to_ndarray(format="rgb24")))
+
+
+@pytest.mark.parametrize("stage", ["read", "write"])
+def test_a_failing_stage_stops_the_film_and_leaves_nothing(clip, colorizer, tmp_path,
+                                                          monkeypatch, stage):
+    """An error in the reader or the writer thread reaches the caller as itself, the other
+    threads stop, and no partial file is left."""
+    import threading
+
+    from retint import video
+
+    src = tmp_path / "in.mp4"
+    shutil.copy(clip["path"], src)
+    calls = []
+    target = "frame_lightness" if stage == "read" else "keep_frames"
+    real = video.frame_lightness
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 7:
+            raise OSError(f"{stage} failed")
+        return real(*args)
+
+    if target == "frame_lightness":
+        monkeypatch.setattr(video, "frame_lightness", failing)
+    else:
+        real_compose = Colorizer.compose
+
+        def compose(self, *args):
+            calls.append(1)
+            if len(calls) == 7:
+                raise OSError(f"{stage} failed")
+            return real_compose(self, *args)
+
+        monkeypatch.setattr(Colorizer, "compose", compose)
+    before = threading.active_count()
+    with pytest.raises(OSError, match=f"{stage} failed"):
+        colorize_video(src, tmp_path / "out.mp4", colorizer)
+    assert sorted(os.listdir(tmp_path)) == ["in.mp4"]
+    assert threading.active_count() == before  # no stage left running

@@ -1,10 +1,12 @@
 """``retint video``: colorize a film with PyAV, keeping its sound, timing and orientation.
 
-Frames stream through in batches (memory is flat whatever the length) and take the photo path:
-``Colorizer.lightness`` -> ``predict_ab`` -> ``compose``, i.e. colour predicted at the working
-size and merged with each frame's full-resolution lightness. Between ``predict_ab`` and
-``compose`` a :class:`Stabilizer` smooths the colour along time, because a per-frame model
-answers film grain and small changes elsewhere in the picture with colour that flickers.
+Frames stream through three threads with bounded queues between them (memory is flat whatever
+the length), and take the photo path: ``Colorizer.lightness`` -> ``predict_ab`` -> ``compose``,
+i.e. colour predicted at the working size and merged with each frame's full-resolution
+lightness. A black-and-white frame is read from its Y plane alone (:func:`frame_lightness`).
+Between ``predict_ab`` and ``compose`` a :class:`Stabilizer` smooths the colour along time, at
+the working size, because a per-frame model answers film grain and small changes elsewhere in
+the picture with colour that flickers.
 
 Timing is copied, not re-derived: each output frame gets its input frame's pts in the input's
 time base, so variable frame rate, the frame rate and the duration survive. Audio packets are
@@ -27,11 +29,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import math
 import os
+import queue
 import resource
 import struct
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from .options import add_colorizer_options, colorizer_from_args
 
 if TYPE_CHECKING:  # heavy imports happen where used: `retint --help` stays instant
+    import numpy as np
     from torch import Tensor
 
     from .hints import HintRange
@@ -50,6 +56,12 @@ if TYPE_CHECKING:  # heavy imports happen where used: `retint --help` stays inst
 #: Preferred H.264 encoders, best first; mpeg4 is the last resort (in every FFmpeg build).
 H264_ENCODERS = ("libx264", "h264_nvenc", "h264_qsv", "h264_amf", "h264_v4l2m2m", "h264")
 CRF_CODECS = {"libx264", "libx265", "libvpx-vp9", "libvpx", "libaom-av1", "libsvtav1"}
+#: Encoders that take x264's speed presets. "veryfast" at CRF 18 writes files ~2 % larger than
+#: "medium" in ~60 % of the time (docs/results.md, video): encoding is a large share of a frame.
+PRESET_CODECS = {"libx264", "libx265"}
+DEFAULT_PRESET = "veryfast"
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow")
 GATE_SIZE = 256  # long side at which motion is measured (noise averages out; cheap)
 STILL_FORMATS = {"image2", "webp", "tiff", "bmp"}  # FFmpeg demuxers of single pictures
 
@@ -81,7 +93,8 @@ class Stabilizer:
         self._ab = self._small = None
 
     def __call__(self, l: Tensor, ab: Tensor) -> Tensor:
-        """Smoothed ab (2,H,W) for the next frame's L (1,H,W, in [0,1]) and predicted ab."""
+        """Smoothed ab for the next frame's L (1,H,W, in [0,1]) and its predicted ab (2,h,w),
+        at the working size or full size: motion is measured on L and brought to ab's size."""
         import torch.nn.functional as F
 
         from .color import L_SCALE
@@ -101,7 +114,8 @@ class Stabilizer:
             return self._ab
         moving = ((small - prev).abs() / self.motion).clamp(0.0, 1.0)
         alpha = 1.0 - self.strength * (1.0 - moving)
-        alpha = F.interpolate(alpha, size=(h, w), mode="bilinear", align_corners=False)[0]
+        alpha = F.interpolate(alpha, size=tuple(ab.shape[-2:]), mode="bilinear",
+                              align_corners=False)[0]
         self._ab = self._ab.lerp(ab, alpha.to(ab.device))  # new tensor: callers may keep it
         return self._ab
 
@@ -150,7 +164,7 @@ def pick_encoder(codec: str | None = None) -> tuple[str, str | None]:
 
 
 def colorize_video(src: str | Path, dst: str | Path, colorizer: Colorizer, *,
-                   codec: str | None = None, crf: int = 18,
+                   codec: str | None = None, crf: int = 18, preset: str = DEFAULT_PRESET,
                    start: float | None = None, end: float | None = None,
                    stabilize: bool | Stabilizer = True, measure_flicker: bool = False,
                    progress: bool = False,
@@ -162,7 +176,7 @@ def colorize_video(src: str | Path, dst: str | Path, colorizer: Colorizer, *,
     ``measure_flicker`` also scores the predicted colour with and without stabilisation
     (:class:`retint.metrics.FlickerMeter` at a 256-px scale) into ``report.flicker``.
     ``hints``: colour hints for time ranges of the input (:func:`retint.hints.read_video_hints`),
-    for a hint model.
+    for a hint model. ``preset``: the x264/x265 speed preset (other encoders ignore it).
     Raises ``ValueError`` with a one-line message for unreadable input or unusable options.
     """
     import av
@@ -192,7 +206,7 @@ def colorize_video(src: str | Path, dst: str | Path, colorizer: Colorizer, *,
         vin.thread_type = "AUTO"
         ains = list(inp.streams.audio)
         with av.open(str(tmp), "w") as out:
-            vout = _add_video(out, vin, encoder, crf, matrix)
+            vout = _add_video(out, vin, encoder, crf, matrix, preset)
             aouts = {}
             for a in ains:
                 if a.codec_context.name not in out.supported_codecs:
@@ -202,8 +216,9 @@ def colorize_video(src: str | Path, dst: str | Path, colorizer: Colorizer, *,
                 aouts[a.index] = out.add_stream_from_template(a)
             report.width, report.height = vout.width, vout.height
             report.audio_streams = len(aouts)
-            job = _Job(colorizer, stabilizer, vout, out, rotation, measure_flicker, hints)
-            _run(inp, vin, ains, aouts, job, start, end, progress, report)
+            job = _Job(colorizer, stabilizer, measure_flicker, hints)
+            turns = (rotation // 90) % 4 if rotation % 90 == 0 else 0
+            _run(inp, vin, ains, aouts, job, out, vout, turns, start, end, progress, report)
     report.seconds = time.perf_counter() - t0
     report.cuts = job.measurer.cuts if job.measurer else 0
     report.flicker = job.flicker()
@@ -215,58 +230,40 @@ def colorize_video(src: str | Path, dst: str | Path, colorizer: Colorizer, *,
 
 
 class _Job:
-    """One batch at a time: colour, stabilise, compose, encode, (optionally) measure flicker."""
+    """The colour of one batch of frames: predict at the working size, stabilise, measure."""
 
-    def __init__(self, colorizer: Colorizer, stabilizer: Stabilizer | None, vout: Any,
-                 out: Any, rotation: int, measure: bool,
+    def __init__(self, colorizer: Colorizer, stabilizer: Stabilizer | None, measure: bool,
                  hints: list[HintRange] | None = None) -> None:
         from .metrics import FlickerMeter
 
-        self.colorizer, self.stabilizer, self.vout, self.out = colorizer, stabilizer, vout, out
+        self.colorizer, self.stabilizer = colorizer, stabilizer
         self.hints = hints or []
-        self.turns = (rotation // 90) % 4 if rotation % 90 == 0 else 0
         self.meters = {"off": FlickerMeter(), "on": FlickerMeter()} if measure else {}
         self.measurer = Stabilizer() if measure and stabilizer is None else stabilizer
 
-    def __call__(self, frames: list[Any], pts_offset: int) -> None:
-        import av
-        import numpy as np
-
+    def __call__(self, ls: list[Tensor], times: list[float]) -> list[Tensor]:
+        """Working-size ab (2,h,w) for each frame's full-resolution L, smoothed along time."""
         c = self.colorizer
-        images = [np.rot90(f.to_ndarray(format="rgb24"), self.turns) for f in frames]
-        ls = [c.lightness(img) for img in images]
-        points = self._points(frames)
-        abs_ = c.predict_ab(ls) if not any(points) else self._hinted(ls, points)
-        for frame, l, ab in zip(frames, ls, abs_, strict=True):
+        points = [points_at_time(self.hints, t) for t in times]
+        if any(points):
+            from .hints import predict_ab_hinted
+
+            # hints are placed on the film as people see it, the upright frame the model is
+            # given: x, y need no turning
+            raw = predict_ab_hinted(c, ls, points, full_size=False)
+        else:
+            raw = c.predict_ab(ls, full_size=False)
+        out = []
+        for l, ab in zip(ls, raw, strict=True):
             smooth = self.stabilizer(l, ab) if self.stabilizer else ab
             if self.meters:
                 self._measure(l, ab, smooth)
-            if self.hints:  # every frame: the smoothed colour carries a hint past its range
-                from .hints import keep_in_gamut
-
-                smooth = keep_in_gamut(l, smooth)
-            rgb = np.ascontiguousarray(np.rot90(c.compose(l, smooth, np.uint8), -self.turns))
-            new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            new.pts, new.time_base = frame.pts - pts_offset, frame.time_base
-            self.out.mux(self.vout.encode(new))
-
-    def _points(self, frames: list[Any]) -> list[list]:
-        """Each frame's hint points, by its timestamp in the input (seconds)."""
-        if not self.hints:
-            return [[] for _ in frames]
-        from .hints import points_at
-
-        return [points_at(self.hints, float(f.pts * f.time_base)) for f in frames]
-
-    def _hinted(self, ls: list[Tensor], points: list[list]) -> list[Tensor]:
-        """Hints are placed on the film as people see it, which is the upright frame that the
-        model is given: x, y need no turning."""
-        from .hints import predict_ab_hinted
-
-        return predict_ab_hinted(self.colorizer, ls, points)
+            out.append(smooth)
+        return out
 
     def _measure(self, l: Tensor, raw: Tensor, smooth: Tensor) -> None:
-        """Score raw and smoothed colour at a 256-px scale (flicker is a low-frequency thing)."""
+        """Score raw and smoothed colour at the working size (flicker is a low-frequency
+        thing), with L shrunk to it by area."""
         import torch
         import torch.nn.functional as F
 
@@ -274,27 +271,221 @@ class _Job:
 
         if self.stabilizer is None:  # output is raw; smooth on the side for the comparison
             smooth = self.measurer(l, raw)
-        k = max(1, round(max(l.shape[-2:]) / GATE_SIZE))
+        small = F.interpolate(l[None].float(), size=tuple(raw.shape[-2:]), mode="area")[0]
         for key, ab in (("off", raw), ("on", smooth)):
-            lab = torch.cat((l * L_SCALE, ab.to(l.device) * AB_SCALE))
-            self.meters[key].update(F.avg_pool2d(lab[None], k, ceil_mode=True)[0])
+            self.meters[key].update(torch.cat((small * L_SCALE, ab.to(l.device) * AB_SCALE)))
 
     def flicker(self) -> dict[str, float]:
         return {k: m.value for k, m in self.meters.items()}
 
 
-def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job,
-         start: float | None, end: float | None, progress: bool, report: VideoReport) -> None:
-    """Demux once; remux audio packets in the segment, decode, batch and colorize video."""
+def points_at_time(ranges: list[HintRange], t: float) -> list:
+    if not ranges:
+        return []
+    from .hints import points_at
+
+    return points_at(ranges, t)
+
+
+# ------------------------------------------------ decoding: a black-and-white frame is its Y plane
+
+#: Pixel formats whose first plane is Y, with chroma in planes 1 and 2 (none for gray).
+Y_FORMATS = {"gray", "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"}
+GRAY_CHROMA = 2  # U and V within this of 128 everywhere: a black-and-white frame
+
+
+@functools.cache
+def _y_to_gray8() -> np.ndarray:
+    """Limited-range Y (16-235) -> the 8-bit gray that decoding to RGB gives, rounded."""
+    import numpy as np
+
+    y = np.arange(256, dtype=np.float64)
+    return np.clip(np.round((y - 16.0) * 255.0 / 219.0), 0, 255).astype(np.uint8)
+
+
+def _plane(frame: Any, index: int) -> np.ndarray:
+    import numpy as np
+
+    plane = frame.planes[index]
+    rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+    return rows[: plane.height, : plane.width]
+
+
+def frame_lightness(frame: Any, colorizer: Colorizer, turns: int) -> Tensor:
+    """Full-resolution L/100 (1,H,W) of a decoded frame, upright.
+
+    A black-and-white frame (Y with neutral chroma, checked on every frame) is read from its Y
+    plane alone, through the 8-bit gray it stands for and the gray table: no conversion to RGB
+    and a third of the work. Any other frame takes the photo path from RGB."""
+    import numpy as np
+
+    name = frame.format.name
+    if name in Y_FORMATS:
+        neutral = name == "gray" or all(
+            int(c.min()) >= 128 - GRAY_CHROMA and int(c.max()) <= 128 + GRAY_CHROMA
+            for c in (_plane(frame, 1), _plane(frame, 2)))
+        if neutral:
+            y = _plane(frame, 0)
+            full_range = name == "gray" or name.startswith("yuvj") or frame.color_range == 2
+            gray = y if full_range else _y_to_gray8()[y]
+            return colorizer.lightness(np.ascontiguousarray(np.rot90(gray, turns)))
+    return colorizer.lightness(np.rot90(frame.to_ndarray(format="rgb24"), turns))
+
+
+# ---------------------------------------------------------------- the pipeline
+# Three threads overlap the work of a film, with bounded queues between them so that memory
+# stays flat: the reader demuxes, decodes and takes each frame's L; the caller's thread predicts
+# and stabilises the colour a batch at a time; the writer composes each frame at full
+# resolution, encodes it and muxes it (audio packets too, in the order they were read). Decoding,
+# the network, the compose bands and the encoder all release the GIL.
+
+QUEUE_BATCHES = 2  # batches of frames that may wait between two stages
+_END = "end"
+
+
+class _Stage:
+    """A thread running ``body()``; its exception is kept for the caller's thread to raise, and
+    it sets ``stop`` so that the other stages leave their waits."""
+
+    def __init__(self, name: str, body: Any, stop: threading.Event) -> None:
+        self.error: BaseException | None = None
+        self.stop = stop
+        self.thread = threading.Thread(target=self._run, args=(body,), name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self, body: Any) -> None:
+        try:
+            body()
+        except _Abandoned:
+            pass
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            self.error = err
+            self.stop.set()
+
+
+class _Abandoned(Exception):
+    """Another stage failed or the caller was interrupted: stop where you are."""
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> None:
+    """Put, waiting for room, unless the film is being abandoned."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+    raise _Abandoned
+
+
+def _get(q: queue.Queue, stop: threading.Event) -> Any:
+    while not stop.is_set():
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+    raise _Abandoned
+
+
+def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, out: Any,
+         vout: Any, turns: int, start: float | None, end: float | None, progress: bool,
+         report: VideoReport) -> None:
+    """Read, colour and write the film through the three stages; re-raise the first failure."""
     from tqdm import tqdm
 
+    c = job.colorizer
+    depth = QUEUE_BATCHES * c.batch_size
+    frames_q: queue.Queue = queue.Queue(depth)
+    colour_q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    tb = vin.time_base
+    offset = round((start or 0.0) / tb)
+    bar = tqdm(total=_expected_frames(inp, vin, start, end), unit="frame",
+               disable=not progress, dynamic_ncols=True)
+
+    def read() -> None:
+        for kind, item in _demux(inp, vin, ains, aouts, start, end):
+            if kind == "frame":
+                item = (item.pts, item.time_base, frame_lightness(item, c, turns))
+            _put(frames_q, (kind, item), stop)
+        _put(frames_q, (_END, None), stop)
+
+    def write() -> None:
+        import av
+        import numpy as np
+        import torch.nn.functional as F
+
+        while True:
+            kind, item = _get(colour_q, stop)
+            if kind == _END:
+                break
+            if kind == "packet":
+                out.mux(item)
+                continue
+            pts, time_base, l, ab = item
+            if job.hints:  # every frame: the smoothed colour carries a hint past its range
+                from .hints import keep_in_gamut
+
+                full = F.interpolate(ab[None], size=tuple(l.shape[-2:]), mode="bilinear",
+                                     align_corners=False)[0]
+                ab = keep_in_gamut(l, full)
+            rgb = np.ascontiguousarray(np.rot90(c.compose(l, ab, np.uint8), -turns))
+            new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            new.pts, new.time_base = pts - offset, time_base
+            out.mux(vout.encode(new))
+            bar.update(1)
+        out.mux(vout.encode(None))
+
+    batch: list[tuple[int, Any, Tensor]] = []
+
+    def flush() -> None:
+        smooth = job([l for _, _, l in batch], [float(p * t) for p, t, _ in batch])
+        for (pts, time_base, l), ab in zip(batch, smooth, strict=True):
+            _put(colour_q, ("frame", (pts, time_base, l, ab)), stop)
+        report.frames += len(batch)
+        batch.clear()
+
+    reader, writer = _Stage("retint-read", read, stop), _Stage("retint-write", write, stop)
+    try:
+        try:
+            while True:
+                kind, item = _get(frames_q, stop)
+                if kind == _END:
+                    break
+                if kind == "packet":
+                    _put(colour_q, (kind, item), stop)
+                    continue
+                batch.append(item)
+                if len(batch) >= c.batch_size:
+                    flush()
+            if batch:
+                flush()
+            _put(colour_q, (_END, None), stop)
+            writer.thread.join()
+        except _Abandoned:
+            pass  # a stage failed: its error is raised below
+    finally:
+        stop.set()  # on success both stages are done; otherwise they leave at their next wait
+        reader.thread.join()
+        writer.thread.join()
+        bar.total = report.frames  # the container's estimate can be a frame off
+        bar.refresh()
+        bar.close()
+    for stage in (reader, writer):
+        if stage.error is not None:
+            raise stage.error
+    if report.frames == 0:
+        raise ValueError("no video frames in the requested range")
+
+
+def _demux(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], start: float | None,
+           end: float | None) -> Iterator[tuple[str, Any]]:
+    """Demux once: ("packet", audio packet to remux, retimed) and ("frame", video frame) in
+    the segment, in file order."""
     tb = vin.time_base
     off = start or 0.0
     if start:
         inp.seek(int(start / tb), stream=vin)  # to the keyframe before; earlier frames dropped
-    total = _expected_frames(inp, vin, start, end)
-    bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True)
-    batch: list[Any] = []
     video_done = False
     for packet in inp.demux(vin, *ains):
         if packet.stream.index in aouts:
@@ -310,7 +501,7 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job,
             shift = round(off / packet.time_base)
             packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
             packet.stream = aouts[packet.stream.index]
-            job.out.mux(packet)
+            yield "packet", packet
             continue
         if video_done:
             continue
@@ -323,22 +514,7 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job,
             if end is not None and t >= end:
                 video_done = True
                 break
-            batch.append(frame)
-            if len(batch) >= job.colorizer.batch_size:
-                job(batch, round(off / tb))
-                report.frames += len(batch)
-                bar.update(len(batch))
-                batch = []
-    if batch:
-        job(batch, round(off / tb))
-        report.frames += len(batch)
-        bar.update(len(batch))
-    job.out.mux(job.vout.encode(None))
-    bar.total = report.frames  # the container's estimate can be a frame off: end at the count
-    bar.refresh()
-    bar.close()
-    if report.frames == 0:
-        raise ValueError("no video frames in the requested range")
+            yield "frame", frame
 
 
 def _expected_frames(inp: Any, vin: Any, start: float | None, end: float | None) -> int | None:
@@ -352,10 +528,13 @@ def _expected_frames(inp: Any, vin: Any, start: float | None, end: float | None)
     return max(0, round(((min(end, duration) if end else duration) - (start or 0)) * rate))
 
 
-def _add_video(out: Any, vin: Any, encoder: str, crf: int, matrix: list[int] | None) -> Any:
+def _add_video(out: Any, vin: Any, encoder: str, crf: int, matrix: list[int] | None,
+               preset: str = DEFAULT_PRESET) -> Any:
     """An output stream with the input's size, rate and time base (so pts copy over as is)."""
     rate = vin.average_rate or vin.guessed_rate or Fraction(25)
     options = {"crf": str(crf)} if encoder in CRF_CODECS else {}
+    if encoder in PRESET_CODECS:
+        options["preset"] = preset
     if encoder.startswith("libvpx"):
         options["b"] = "0"  # constant quality, not a bitrate target
     vout = out.add_stream(encoder, rate=rate, options=options)
@@ -434,6 +613,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="output file (default: INPUT.retint.mp4)")
     p.add_argument("--codec", help="video encoder (default: libx264, else the best H.264 one)")
     p.add_argument("--crf", type=int, default=18, help="constant quality, lower is better (18)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=X264_PRESETS,
+                   help="x264/x265 speed preset: slower ones write smaller files at the same "
+                   "quality (default %(default)s)")
     p.add_argument("--start", type=float, help="start of the segment, seconds")
     p.add_argument("--end", type=float, help="end of the segment, seconds")
     p.add_argument("--stabilize", action=argparse.BooleanOptionalAction, default=True,
@@ -481,6 +663,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         _probe(src)  # a bad input fails before the model loads
         colorizer = colorizer_from_args(args)
         report = colorize_video(src, dst, colorizer, codec=args.codec, crf=args.crf,
+                                preset=args.preset,
                                 start=args.start, end=args.end, stabilize=stabilize,
                                 measure_flicker=args.report,
                                 progress=progress_wanted(args.quiet), hints=hints)

@@ -28,6 +28,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -105,11 +106,15 @@ RECIPES: dict[str, tuple[str, dict]] = {
                      "the truth too, on the whole pool, half the crops' L aged as the teacher's",
                      dict(PLAIN, init="student-pool", teacher="pool-aged", steps=2200,
                           old_photo=0.5)),
+    "student-small": ("half-width plain student (16 % of the teacher's MACs), distilled from "
+                      "pool-aged from scratch: latent (1x1 adapter) + output + truth, half the "
+                      "crops aged", dict(STUDENT, teacher="pool-aged", width=0.5, steps=4000,
+                                         old_photo=0.5, warmup=200)),
     "hint-spread": ("colour hints on the frozen default teacher: an L-guided spread of each "
                     "hint (learnt reaches) and a small refiner, each 256² crop given a geometric "
                     "number of points (mean 6) simulated from its truth, L1",
-                    dict(STUDENT_CROPS, arch="teacher", steps=2000, init=str(BUNDLED_DIR / "teacher"),
-                         hint_points=6.0, loss="l1", warmup=100)),
+                    dict(STUDENT_CROPS, arch="teacher", steps=2000, hint_points=6.0, loss="l1",
+                         init=str(BUNDLED_DIR / "teacher"), warmup=100)),
 }
 
 
@@ -164,7 +169,7 @@ def run_dir(name: str, runs: Path = RUNS) -> Path:
 
 
 #: Students trained on the whole pool (the teachers' pool recipes are named pool-*).
-POOL_STUDENTS = ("student-pool", "student-long", "student-aged")
+POOL_STUDENTS = ("student-pool", "student-long", "student-aged", "student-small")
 #: The sets the first recipes were trained on, before people/ and streets/ joined the pool;
 #: every recipe but pool-*, the POOL_STUDENTS and hint-* keeps to them, so that it reproduces.
 FIRST_SETS = ("photos", "imagenet-sample")
@@ -411,6 +416,95 @@ def cmd_historical(args: argparse.Namespace) -> None:
     print(f"sheet of {len(rows)} photos: {out}")
 
 
+def _held_out(args: argparse.Namespace, split_run: str) -> list[tuple[str, Path]]:
+    from retint.evaluate import photo_list
+
+    split = json.loads((run_dir(split_run, args.runs) / "split.json").read_text())
+    return [(p.key, p.path) for p in photo_list(args.data) if p.key in set(split["val"])]
+
+
+def _dots(gray: np.ndarray, hints: list, truth: np.ndarray) -> np.ndarray:
+    """The gray photo with each hint drawn as a dot of the truth's colour there (what a user
+    would pick), ringed in white and black."""
+    from PIL import ImageDraw
+
+    im = Image.fromarray(gray).convert("RGB")
+    draw = ImageDraw.Draw(im)
+    r = max(4, round(max(im.size) / 60))
+    for h in hints:
+        x, y = h.x * im.width, h.y * im.height
+        row, col = min(int(y), im.height - 1), min(int(x), im.width - 1)
+        colour = tuple(int(v) for v in truth[row, col, :3])
+        draw.ellipse((x - r - 2, y - r - 2, x + r + 2, y + r + 2), fill="black")
+        draw.ellipse((x - r - 1, y - r - 1, x + r + 1, y + r + 1), fill="white")
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+    return np.asarray(im)
+
+
+def cmd_hints(args: argparse.Namespace) -> None:
+    """The hint model against the number of hints (0-20, sampled from each truth with a fixed
+    seed) on the held-out photos and on BSD100: a table per set, one plot, and a sheet of
+    held-out photos (no colour | automatic | the 10 hints as dots | hinted | truth)."""
+    import torch
+
+    from retint.color import no_color
+    from retint.evaluate import evaluate_hints, format_hint_report, plot_hints
+    from retint.hints import hints_from_truth
+    from retint.inference import Colorizer
+    from retint.io import read_rgb
+    from retint.sheet import contact_sheet
+
+    path = run_dir(args.model, args.runs) / "final.safetensors"
+    colorizer = Colorizer(path, device="cpu")
+    colorizer.card["name"] = args.model
+    held_out = _held_out(args, args.split_of)
+    sets = {"held-out": held_out}
+    for bench in map(Path, args.benchmarks):
+        from retint.evaluate import photo_list
+
+        sets[bench.name] = [(p.key, p.path) for p in photo_list([bench])]
+    results = {}
+    for set_name, photos in sets.items():
+        cache = args.runs / "eval" / set_name / f"{args.model}.hints.json"
+        if not cache.exists() or cache.stat().st_mtime < path.stat().st_mtime:
+            print(f"scoring {args.model} with hints on {len(photos)} photos of {set_name}",
+                  file=sys.stderr)
+            result = evaluate_hints(photos, colorizer, progress=True)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps({k: v for k, v in result.items() if k != "images"})
+                             + "\n")
+        results[set_name] = json.loads(cache.read_text())
+    lines = []
+    for set_name, result in results.items():
+        lines += [f"{set_name}:", "", format_hint_report(result), ""]
+        rows = result["rows"]
+        if "0" in rows and "10" in rows:
+            drop = rows["0"]["delta_e00"]["mean"] - rows["10"]["delta_e00"]["mean"]
+            lines += [f"10 hints lower ΔE00 by {drop:.2f} on {set_name}.", ""]
+    text = "\n".join(lines)
+    print(text)
+    plot = args.runs / "hints.png"
+    plot_hints(results, plot)
+    rows = []
+    generator = torch.Generator().manual_seed(0)
+    for _, photo in held_out[: args.sheet_photos]:
+        truth = read_rgb(photo)
+        hints = hints_from_truth(truth, colorizer.working_size, 10, generator)
+        gray = no_color(truth)
+        rows.append([gray, colorizer.colorize(gray), _dots(gray, hints, truth),
+                     colorizer.colorize(gray, hints=hints), truth])
+    sheet = contact_sheet(rows, ["no colour", "automatic", "10 hints (from the truth)",
+                                 "with the hints", "truth"], height=200)
+    if args.write_docs:
+        write_block(Path("docs/results.md"), "hints-table", text)
+        write_block(Path("README.md"), "hints-table", text)
+        atomic_write("docs/hints.png", lambda tmp: Path(tmp).write_bytes(plot.read_bytes()))
+        atomic_write("docs/hints-sheet.jpg",
+                     lambda tmp: Image.fromarray(sheet).save(tmp, "JPEG", quality=85))
+    else:
+        Image.fromarray(sheet).save(args.runs / "hints-sheet.jpg", quality=85)
+
+
 def chain_totals(chain: list[str], runs: Path) -> tuple[float, int]:
     """Training seconds and steps of every run in ``chain``; a run restored from the bundled
     weights brings the totals of its own chain from its card (those runs are not here)."""
@@ -477,6 +571,27 @@ def cmd_install(args: argparse.Namespace) -> None:
     print(f"installed {by_role}; default: {role}; README table regenerated")
 
 
+def cmd_install_hints(args: argparse.Namespace) -> None:
+    """Copy a hint run's final weights into the package as ``hints`` (float32: the hint layers
+    are small), its card carrying the ``hints`` scores of each set."""
+    run = run_dir(args.model, args.runs)
+    model, card = load_weights(run / "final")
+    scores = {}
+    for cache in sorted((args.runs / "eval").glob(f"*/{args.model}.hints.json")):
+        result = json.loads(cache.read_text())
+        scores[cache.parent.name] = {"photos": result["counts"]["evaluated"],
+                                     "rows": result["rows"], "truth_cf": result["truth_cf"]}
+    if not scores:
+        raise SystemExit(f"error: no hint scores for {args.model}: run `recipes.py hints "
+                         f"{args.model}` first")
+    card.update(name="hints", recipe_name=args.model, recipe_note=RECIPES[args.model][0],
+                command=f"python scripts/recipes.py train --only {args.model}",
+                evaluation_hints=scores)
+    card["data"] = data_card(args.data, card["data"])
+    save_weights(model, BUNDLED_DIR / "hints", card)
+    print(f"installed {args.model} as the bundled hint model")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runs", type=Path, default=RUNS)
@@ -511,6 +626,18 @@ def main() -> None:
     p = sub.add_parser("historical", help="contact sheet of real old prints (look only)")
     p.add_argument("models", nargs="+", choices=list(RECIPES))
     p.add_argument("--folder", default="../shared/data/historical")
+    p = sub.add_parser("hints", help="the hint model against the number of hints: tables, "
+                       "plot and sheet")
+    p.add_argument("model", choices=[n for n in RECIPES if n.startswith("hint")])
+    p.add_argument("--data", nargs="+", default=data_default)
+    p.add_argument("--benchmarks", nargs="*", default=[])
+    p.add_argument("--split-of", default="pool-aged", choices=list(RECIPES),
+                   help="whose held-out photos (default %(default)s: the default teacher's)")
+    p.add_argument("--sheet-photos", type=int, default=4)
+    p.add_argument("--write-docs", action="store_true")
+    p = sub.add_parser("install-hints", help="bundle a hint run as the 'hints' model")
+    p.add_argument("model", choices=[n for n in RECIPES if n.startswith("hint")])
+    p.add_argument("--data", nargs="+", default=data_default)
     p = sub.add_parser("install")
     p.add_argument("--data", nargs="+", default=data_default)
     p.add_argument("teacher", choices=list(RECIPES))
@@ -518,6 +645,7 @@ def main() -> None:
     args = ap.parse_args()
     args.notes = dict(n.partition("=")[::2] for n in getattr(args, "note", []))
     {"pool": cmd_pool, "train": cmd_train, "table": cmd_table, "historical": cmd_historical,
+     "hints": cmd_hints, "install-hints": cmd_install_hints,
      "install": cmd_install}[args.command](args)
 
 

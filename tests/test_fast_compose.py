@@ -315,3 +315,66 @@ def test_twelve_megapixel_gray_photo_in_bounded_memory(colorizer):
     grown_mb = (_status_kb("VmHWM") - start) / 1024
     assert out.shape == (3000, 4000, 3)
     assert grown_mb < 200, f"{grown_mb:.0f} MB"
+
+
+# ---------------------------------------------------------------- edge-aware upsampling
+
+
+def test_guided_upsampling_follows_the_photos_own_edge():
+    """Working-size colour that changes across an edge of L: bilinear spreads it over the
+    cells around the edge, the guided filter puts the change where the full-resolution edge
+    is. Where L is flat, both give nearly the same colour."""
+    from retint.inference import GuidedRows
+
+    big, small = 256, 16
+    l = torch.full((1, big, big), 0.3)
+    l[:, :, 133:] = 0.7  # the edge sits inside a coarse cell (cell 8 spans columns 128-143)
+    ab = torch.zeros(2, small, small)
+    ab[0, :, :8] = -0.3
+    ab[0, :, 8:] = 0.3  # the coarse map's change: at the cell border, not at the edge
+    bilinear = F.interpolate(ab[None], size=(big, big), mode="bilinear", align_corners=False)[0]
+    guided = GuidedRows(l, ab).rows(0, big)
+    row = 100
+    left, right = guided[0, row, 120:133], guided[0, row, 133:146]  # either side of the edge
+    jump = float(right.min() - left.max())
+    assert jump > 0.2  # a step at the edge itself
+    assert jump > 4 * float(bilinear[0, row, 133] - bilinear[0, row, 132])
+    assert float((guided[0, row, :64] - bilinear[0, row, :64]).abs().max()) < 0.02  # flat
+    # the band path and the whole-frame path agree; lerp is rows to float precision
+    rows = GuidedRows(l, ab)
+    assert torch.equal(torch.cat([rows.rows(r, min(big, r + 37)) for r in range(0, big, 37)], 1),
+                       guided)
+    assert float((rows.lerp(40, 90) - guided[:, 40:90]).abs().max()) < 1e-5
+
+
+def test_guided_upsampling_is_a_colorizer_option(model_files):
+    img = photo("coffee")
+    plain = Colorizer(str(model_files["student"]), device="cpu")
+    guided = Colorizer(str(model_files["student"]), device="cpu", upsample="guided")
+    a, b = plain.colorize(img), guided.colorize(img)
+    assert a.shape == b.shape == img.shape and not np.array_equal(a, b)
+    l = guided.lightness(img)
+    small = guided.predict_ab([l], full_size=False)[0]
+    whole = guided.full_size_ab(l, small)
+    assert torch.equal(guided.predict_ab([l])[0], whole)
+    exact = lab_to_rgb(torch.cat((l * L_SCALE, whole * AB_SCALE)))  # the float path
+    exact = (exact.clamp(0, 1) * 255).round().permute(1, 2, 0).numpy()
+    assert np.abs(exact - b.astype(float)).max() <= 1  # fused 8-bit pass, same colour
+    with pytest.raises(ValueError, match="unknown upsampling 'cubic'"):
+        Colorizer(str(model_files["student"]), device="cpu", upsample="cubic")
+
+
+def test_cli_upsample_option_gives_the_apis_pixels(model_files, tmp_path, capsys):
+    from retint import cli
+
+    src = tmp_path / "coffee.png"
+    write_image(src, photo("coffee"))
+    model = ["--model", str(model_files["student"]), "--device", "cpu", "-q"]
+    assert cli.main(["colorize", str(src), "-o", str(tmp_path / "g.png"), "--upsample",
+                     "guided", *model]) == 0
+    api = Colorizer(str(model_files["student"]), device="cpu", upsample="guided")
+    assert np.array_equal(read_rgb(tmp_path / "g.png"), api.colorize(read_rgb(src)))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["colorize", str(src), "-o", str(tmp_path / "x.png"), "--upsample", "cubic"])
+    assert stop.value.code == 2
+    assert "invalid choice: 'cubic'" in capsys.readouterr().err

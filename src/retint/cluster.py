@@ -32,8 +32,8 @@ from .manifest import DEFAULT_NAME, FIELDS, Manifest
 #: Rows per Ray block: the unit an actor takes at once and a killed job can lose, per actor.
 BATCHES_PER_BLOCK = 8
 #: The options an actor needs to build the same Job (everything else stays on the driver).
-JOB_OPTIONS = ("model", "device", "size", "batch_size", "saturation", "runtime", "hints",
-               "hint", "skip_existing", "overwrite", "quality", "max_pixels")
+JOB_OPTIONS = ("model", "device", "size", "batch_size", "saturation", "runtime", "upsample",
+               "hints", "hint", "skip_existing", "overwrite", "quality", "max_pixels")
 
 
 def import_ray():

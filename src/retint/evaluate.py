@@ -527,8 +527,9 @@ def format_hint_report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_hints(result: dict[str, Any], png: str | Path) -> None:
-    """PSNR_ab, ΔE00 and CF (mean ± std over the photos) against the number of hints."""
+def plot_hints(results: dict[str, dict[str, Any]], png: str | Path) -> None:
+    """PSNR_ab, ΔE00 and CF (mean ± std over the photos) against the number of hints, one line
+    per photo set (``results``: set name -> :func:`evaluate_hints`' result)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -536,22 +537,29 @@ def plot_hints(result: dict[str, Any], png: str | Path) -> None:
 
     from .io import atomic_write
 
-    counts = [int(n) for n in result["rows"]]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for ax, (key, (title, _)) in zip(axes, HINT_COLUMNS.items(), strict=True):
-        means = [result["rows"][str(n)][key]["mean"] for n in counts]
-        stds = [result["rows"][str(n)][key]["std"] for n in counts]
-        if all(m is not None for m in means):
-            ax.errorbar(counts, means, yerr=stds, fmt="o-", capsize=3)
-        if key == "cf" and result["truth_cf"]["mean"] is not None:
-            ax.axhline(result["truth_cf"]["mean"], ls="--", color="gray", label="truth")
-            ax.legend()
-        ax.set_xscale("symlog", linthresh=1)
-        ax.set_xticks(counts, [str(n) for n in counts])
-        ax.set_xlabel("colour hints per photo")
-        ax.set_ylabel(title)
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"{result['settings']['model']}: {result['counts']['evaluated']} photos")
+    for n_set, (label, result) in enumerate(results.items()):
+        counts = [int(n) for n in result["rows"]]
+        colour = f"C{n_set}"
+        name = f"{label} ({result['counts']['evaluated']} photos)"
+        for ax, (key, (title, _)) in zip(axes, HINT_COLUMNS.items(), strict=True):
+            means = [result["rows"][str(n)][key]["mean"] for n in counts]
+            stds = [result["rows"][str(n)][key]["std"] for n in counts]
+            if all(m is not None for m in means):
+                ax.errorbar(counts, means, yerr=stds, fmt="o-", capsize=3, color=colour,
+                            label=name)
+            if key == "cf" and result["truth_cf"]["mean"] is not None:
+                ax.axhline(result["truth_cf"]["mean"], ls="--", color=colour, alpha=0.6,
+                           label=f"{label} truth")
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_xticks(counts, [str(n) for n in counts])
+            ax.set_xlabel("colour hints per photo")
+            ax.set_ylabel(title)
+            ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    axes[2].legend(fontsize=7)
+    first = next(iter(results.values()))
+    fig.suptitle(f"{first['settings']['model']} against the number of colour hints")
     fig.tight_layout()
     Path(png).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(png, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
@@ -690,7 +698,7 @@ def _cmd_hints(args: argparse.Namespace, photos: list, split: dict | None) -> in
         return 2
     result["settings"].update(data=[str(d) for d in args.data], split=split, limit=args.limit)
     print(format_hint_report(result))
-    plot_hints(result, args.hint_plot)
+    plot_hints({"photos": result}, args.hint_plot)
     print(f"plot: {args.hint_plot}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,9 @@ DEFAULT_SIZE = 256
 DEFAULT_BATCH_SIZE = 4
 MAX_SATURATION = 4.0
 RUNTIMES = ("torch", "onnx")  # onnx: the model exported, run by ONNX Runtime (retint[onnx])
+#: How working-size colour reaches full resolution: bilinear, or a guided filter that follows
+#: the full-resolution L's edges (slightly better at edges, slower: docs/results.md).
+UPSAMPLERS = ("bilinear", "guided")
 
 
 def working_size(text: str) -> int:
@@ -46,7 +49,7 @@ def saturation(text: str) -> float:
 
 def add_colorizer_options(p: argparse.ArgumentParser, *, many_models: bool = False) -> None:
     """``--model`` (repeatable with ``many_models``), ``--device``, ``--size``, ``--batch-size``,
-    ``--saturation`` and ``--runtime``."""
+    ``--saturation``, ``--runtime`` and ``--upsample``."""
     what = "default (the best bundled), teacher, student, or a path to weights"
     if many_models:
         p.add_argument("--model", action="append",
@@ -64,6 +67,9 @@ def add_colorizer_options(p: argparse.ArgumentParser, *, many_models: bool = Fal
     p.add_argument("--runtime", choices=RUNTIMES, default="torch",
                    help="torch, or onnx: the model exported once (cached) and run by ONNX "
                    "Runtime on the CPU; --model may then be an .onnx file (default %(default)s)")
+    p.add_argument("--upsample", choices=UPSAMPLERS, default="bilinear",
+                   help="how colour reaches full resolution: bilinear, or guided (edge-aware, "
+                   "follows the photo's own edges; a little slower) (default %(default)s)")
 
 
 def model_names(args: argparse.Namespace) -> list[str]:
@@ -77,7 +83,8 @@ def colorizers_from_args(args: argparse.Namespace) -> list[Colorizer]:
 
     return [Colorizer(name, device=args.device, working_size=args.size,
                       batch_size=args.batch_size, saturation=args.saturation,
-                      runtime=getattr(args, "runtime", "torch"))
+                      runtime=getattr(args, "runtime", "torch"),
+                      upsample=getattr(args, "upsample", "bilinear"))
             for name in model_names(args)]
 
 

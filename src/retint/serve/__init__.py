@@ -129,7 +129,8 @@ def _build_app(args: argparse.Namespace) -> Any:
     if pick_device(args.device).type == "cpu":  # threads x torch's intra-op threads must not
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // limits.threads))  # oversubscribe
     return create_app(model_names(args), device=args.device, size=args.size, limits=limits,
-                      saturation=args.saturation, runtime=args.runtime)
+                      saturation=args.saturation, runtime=args.runtime,
+                      upsample=args.upsample)
 
 
 def _run(app: Any, sock: socket.socket) -> None:

@@ -134,7 +134,7 @@ def _exists(weights: Path) -> bool:
 
 def create_app(models: Sequence[str] = ("default",), device: str = "auto", size: int = 256,
                limits: Limits | None = None, saturation: float = 1.0,
-               runtime: str = "torch") -> FastAPI:
+               runtime: str = "torch", upsample: str = "bilinear") -> FastAPI:
     """The app, with its default (first) model loaded now: bad weights fail at start, not at
     the first request. The other models load on first use."""
     limits = limits or Limits()
@@ -143,7 +143,7 @@ def create_app(models: Sequence[str] = ("default",), device: str = "auto", size:
 
     def load(path: Path) -> Colorizer:
         return Colorizer(path, device=device, working_size=size, batch_size=limits.batch,
-                         saturation=saturation, runtime=runtime)
+                         saturation=saturation, runtime=runtime, upsample=upsample)
 
     engine = Engine(Models(load, limits.max_models), limits)
     engine.models.get(offered[0].path, size)

@@ -84,3 +84,35 @@ def test_default_model_gives_color_and_keeps_size():
     assert out.shape == gray.shape and out.dtype == np.uint8
     chroma = np.abs(out.astype(int) - out.mean(axis=2, keepdims=True)).mean()
     assert chroma > 1.0  # not a gray copy of the input
+
+
+def test_bundled_hint_model_is_the_teacher_without_hints_and_carries_a_hint():
+    """The bundled hint model on a real black-and-white photo: without hints exactly the
+    bundled teacher's pixels; a red hint on the mid-gray ground turns that ground red, keeps
+    L, and leaves the bright sky (another lightness, far away) nearly as it was."""
+    import torch
+
+    from retint.color import rgb_to_lab
+    from retint.hints import hint_model_for
+
+    assert hint_model_for("default") == "hints"
+    hinted = Colorizer("hints", device="cpu")
+    card = hinted.card
+    assert card["arch"] == "hinted" and card["base"]["bundled"] == "teacher"
+    assert {"held-out", "bsd100"} <= set(card["evaluation_hints"])
+    gray = photo("camera")  # a real black-and-white photo, as RGB
+    teacher = Colorizer("teacher", device="cpu").colorize(gray)
+    assert np.array_equal(hinted.colorize(gray), teacher)
+    out = hinted.colorize(gray, hints=[{"x": 0.8, "y": 0.75, "colour": "#c02020"}])
+
+    def lab(img, x, y, half=8):
+        r, c = int(y * img.shape[0]), int(x * img.shape[1])
+        patch = img[r - half : r + half + 1, c - half : c + half + 1]
+        return rgb_to_lab(torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1)
+                          .double() / 255).mean((1, 2))
+
+    near, before = lab(out, 0.8, 0.75), lab(teacher, 0.8, 0.75)
+    assert near[1] > before[1] + 15 and near[1] > 15  # red: a* up
+    assert abs(float(near[0] - lab(gray, 0.8, 0.75)[0])) < 0.5  # lightness kept
+    sky_after, sky_before = lab(out, 0.15, 0.1), lab(teacher, 0.15, 0.1)
+    assert float((sky_after[1:] - sky_before[1:]).abs().max()) < 3.0

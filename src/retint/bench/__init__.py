@@ -134,8 +134,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                    help="size of the full-resolution test photo")
     p.add_argument("--skip-reference", action="store_true",
                    help="skip the original project's pipeline")
-    p.add_argument("--video", metavar="CLIP",
-                   help="also colorize this clip: fps and flicker with stabilisation off/on")
+    p.add_argument("--video", metavar="CLIP", nargs="+",
+                   help="also colorize these clips: fps, and flicker with stabilisation off/on")
     p.add_argument("--json", metavar="PATH", help="save settings, machine and every figure")
     p.add_argument("--compare", nargs="+", metavar="JSON",
                    help="OLD.json: compare this run with it; OLD.json NEW.json: compare two "

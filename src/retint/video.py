@@ -56,7 +56,7 @@ if TYPE_CHECKING:  # heavy imports happen where used: `retint --help` stays inst
 #: Preferred H.264 encoders, best first; mpeg4 is the last resort (in every FFmpeg build).
 H264_ENCODERS = ("libx264", "h264_nvenc", "h264_qsv", "h264_amf", "h264_v4l2m2m", "h264")
 CRF_CODECS = {"libx264", "libx265", "libvpx-vp9", "libvpx", "libaom-av1", "libsvtav1"}
-#: Encoders that take x264's speed presets. "veryfast" at CRF 18 writes files ~2 % larger than
+#: Encoders that take x264's speed presets. "veryfast" at CRF 18 writes files ~3 % larger than
 #: "medium" in ~60 % of the time (docs/results.md, video): encoding is a large share of a frame.
 PRESET_CODECS = {"libx264", "libx265"}
 DEFAULT_PRESET = "veryfast"

@@ -37,7 +37,7 @@ STUDENT ?= student-pool
 results: $(VENV)/.installed
 	$(RECIPES) pool --data $(DATA)
 	$(RECIPES) train --data $(DATA) --only enc-long-l1 student-mimic pool-l1 pool-pyramid \
-		pool-feature pool-aged $(STUDENT) student-long student-aged hint-spread
+		pool-feature pool-aged $(STUDENT) student-long student-small hint-spread
 	$(RECIPES) table --data $(DATA) --write-docs \
 		--benchmarks $(SHARED)/benchmarks/bsd100 \
 		--only enc-long-l1 pool-l1 pool-pyramid pool-feature pool-aged student-mimic $(STUDENT) \

@@ -102,14 +102,10 @@ RECIPES: dict[str, tuple[str, dict]] = {
                                                 kd_sharpen=1.2)),
     "pool-aged": ("pool-pyramid with half the crops' L aged (grain, blur, fading, scratches, "
                   "JPEG)", dict(POOLED, pyramid=True, old_photo=0.5)),
-    "student-aged": ("student-pool, 2,200 more steps distilled from pool-aged (the default) with "
-                     "the truth too, on the whole pool, half the crops' L aged as the teacher's",
-                     dict(PLAIN, init="student-pool", teacher="pool-aged", steps=2200,
-                          old_photo=0.5)),
     "student-small": ("half-width plain student (16 % of the teacher's MACs), distilled from "
                       "pool-aged from scratch: latent (1x1 adapter) + output + truth, half the "
                       "crops aged", dict(STUDENT, teacher="pool-aged", width=0.5, steps=4000,
-                                         old_photo=0.5, warmup=200)),
+                                         old_photo=0.5, warmup=200, kd_sharpen=1.0)),
     "hint-spread": ("colour hints on the frozen default teacher: an L-guided spread of each "
                     "hint (learnt reaches) and a small refiner, each 256² crop given a geometric "
                     "number of points (mean 6) simulated from its truth, L1",
@@ -169,7 +165,7 @@ def run_dir(name: str, runs: Path = RUNS) -> Path:
 
 
 #: Students trained on the whole pool (the teachers' pool recipes are named pool-*).
-POOL_STUDENTS = ("student-pool", "student-long", "student-aged", "student-small")
+POOL_STUDENTS = ("student-pool", "student-long", "student-small")
 #: The sets the first recipes were trained on, before people/ and streets/ joined the pool;
 #: every recipe but pool-*, the POOL_STUDENTS and hint-* keeps to them, so that it reproduces.
 FIRST_SETS = ("photos", "imagenet-sample")

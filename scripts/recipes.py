@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from retint.device import cpu_name
 from retint.evaluate import BASELINE
 from retint.goals import fast_goal_met, pick_default, quality_goals
 from retint.io import atomic_write
@@ -567,6 +568,61 @@ def cmd_install(args: argparse.Namespace) -> None:
     print(f"installed {by_role}; default: {role}; README table regenerated")
 
 
+def _ms_per_image(model: torch.nn.Module, batch: int, threads: int, runs: int = 5) -> float:
+    """Median milliseconds per image of a forward pass at 256², after one warm-up."""
+    import statistics
+    import time
+
+    torch.set_num_threads(threads)
+    x = torch.rand(batch, 1, 256, 256)
+    times = []
+    with torch.inference_mode():
+        for n in range(runs + 1):
+            t0 = time.perf_counter()
+            model(x)
+            if n:
+                times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times) / batch
+
+
+def cmd_pareto(args: argparse.Namespace) -> None:
+    """Size, speed and quality of each model: trained parameters, MACs at 256² (the frozen
+    encoder counted), ms per image at batch 1 and 8 on one and two threads (measured here, in
+    this process), and the PSNR_ab gain, ΔE00 and CF of ``results.json`` on held-out and
+    BSD100."""
+    from retint.bench.macs import count_macs
+
+    results = json.loads((args.runs / "results.json").read_text())
+    teacher_macs = None
+    lines = [f"`scripts/recipes.py pareto {' '.join(args.models)}`, {cpu_name()}; speed of the "
+             "network alone at 256², median of 5 after a warm-up; quality at full resolution "
+             "(`table`):", "",
+             "| model | trained parameters | MACs @256² | of the teacher's | ms/image b1 1t "
+             "| b8 1t | b1 2t | b8 2t | held-out: gain, ΔE00, CF | BSD100: gain, ΔE00, CF |",
+             "|---" * 10 + "|"]
+    for name in args.models:
+        model, card = load_weights(run_dir(name, args.runs) / "final")
+        model.eval()
+        macs = count_macs(model, (1, 1, 256, 256))
+        teacher_macs = teacher_macs or macs  # the first model named is the reference
+        ms = [_ms_per_image(model, b, t) for t in (1, 2) for b in (1, 8)]
+        quality = []
+        for set_name in ("held-out", "bsd100"):
+            rows = results[set_name]["rows"]
+            row, base = rows.get(name), rows[BASELINE]
+            quality.append("–" if row is None else
+                           f"{row['psnr_ab']['mean'] - base['psnr_ab']['mean']:+.2f} dB, "
+                           f"{row['delta_e00']['mean']:.2f}, {row['cf_ratio']:.0%}")
+        lines.append(f"| {name} | {card['parameters']:,} | {macs / 1e9:.3f} G | "
+                     f"{macs / teacher_macs:.0%} | " + " | ".join(f"{m:.1f}" for m in ms)
+                     + " | " + " | ".join(quality) + " |")
+        print(lines[-1], flush=True)
+    text = "\n".join(lines)
+    print(text)
+    if args.write_docs:
+        write_block(Path("docs/results.md"), "pareto-table", text)
+
+
 def cmd_install_hints(args: argparse.Namespace) -> None:
     """Copy a hint run's final weights into the package as ``hints`` (float32: the hint layers
     are small), its card carrying the ``hints`` scores of each set."""
@@ -631,6 +687,10 @@ def main() -> None:
                    help="whose held-out photos (default %(default)s: the default teacher's)")
     p.add_argument("--sheet-photos", type=int, default=4)
     p.add_argument("--write-docs", action="store_true")
+    p = sub.add_parser("pareto", help="size, speed and quality of each model (the first is "
+                       "the reference for the MAC share)")
+    p.add_argument("models", nargs="+", choices=list(RECIPES))
+    p.add_argument("--write-docs", action="store_true")
     p = sub.add_parser("install-hints", help="bundle a hint run as the 'hints' model")
     p.add_argument("model", choices=[n for n in RECIPES if n.startswith("hint")])
     p.add_argument("--data", nargs="+", default=data_default)
@@ -641,7 +701,7 @@ def main() -> None:
     args = ap.parse_args()
     args.notes = dict(n.partition("=")[::2] for n in getattr(args, "note", []))
     {"pool": cmd_pool, "train": cmd_train, "table": cmd_table, "historical": cmd_historical,
-     "hints": cmd_hints, "install-hints": cmd_install_hints,
+     "hints": cmd_hints, "pareto": cmd_pareto, "install-hints": cmd_install_hints,
      "install": cmd_install}[args.command](args)
 
 

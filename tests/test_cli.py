@@ -299,6 +299,9 @@ def test_models_lists_the_bundled_models(capsys):
     out = capsys.readouterr().out
     assert "(default)" in out
     assert "teacher" in out or "student" in out
+    if (Path(retint.models.BUNDLED_DIR) / "hints.json").exists():  # scored by its hints
+        line = next(x for x in out.splitlines() if x.startswith("hints:"))
+        assert "colour hints on the bundled teacher" in line and "with 10 hints" in line
 
 
 # ---------------------------------------------------------------- found in review

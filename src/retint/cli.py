@@ -218,6 +218,14 @@ def cmd_models(args: argparse.Namespace) -> int:
         if card_path.stem == "default":
             continue
         card = json.loads(card_path.read_text())
+        if card["arch"] == "hinted":  # scored against the number of hints, not validation
+            rows = card.get("evaluation_hints", {}).get("held-out", {}).get("rows", {})
+            scores = "; ".join(f"held-out ΔE00 {rows[n]['delta_e00']['mean']:.2f} with {n} hints"
+                               for n in ("0", "10") if n in rows)
+            print(f"{card_path.stem}: colour hints on the bundled "
+                  f"{card['base'].get('bundled', 'teacher')}, {card['parameters']:,} parameters "
+                  f"of its own{'; ' + scores if scores else ''}")
+            continue
         val = card.get("validation", {})
         print(f"{card_path.stem}{' (default)' if card_path.stem == default else ''}: "
               f"{card['arch']}, {card['parameters']:,} parameters; validation PSNR_ab "

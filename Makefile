@@ -41,11 +41,15 @@ results: $(VENV)/.installed
 	$(RECIPES) table --data $(DATA) --write-docs \
 		--benchmarks $(SHARED)/benchmarks/bsd100 \
 		--only enc-long-l1 pool-l1 pool-pyramid pool-feature pool-aged student-mimic $(STUDENT) \
-		student-long \
+		student-long student-small \
 		--sheet enc-long-l1 $(TEACHER) $(STUDENT)
+	$(RECIPES) pareto $(TEACHER) $(STUDENT) student-long student-small --write-docs
 	$(RECIPES) table --data $(DATA) --only $(TEACHER) $(STUDENT) --sheet $(TEACHER) $(STUDENT) \
 		--benchmarks $(SHARED)/benchmarks/bsd100 $(SHARED)/benchmarks/urban100
 	$(RECIPES) install $(TEACHER) $(STUDENT) --data $(DATA)
+	$(RECIPES) hints hint-spread --data $(DATA) --benchmarks $(SHARED)/benchmarks/bsd100 \
+		--write-docs
+	$(RECIPES) install-hints hint-spread --data $(DATA)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests scripts

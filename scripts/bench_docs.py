@@ -17,7 +17,7 @@ from docblock import write_block  # noqa: E402
 
 def main() -> None:
     argv = [sys.executable, "-m", "retint", "bench", *sys.argv[1:]]
-    report = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    report = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
     print(report)
     command = "retint bench " + " ".join(sys.argv[1:])
     write_block(Path("docs/results.md"), "bench", f"`{command}`\n\n{report}")

@@ -608,9 +608,9 @@ def cmd_pareto(args: argparse.Namespace) -> None:
         ms = [_ms_per_image(model, b, t) for t in (1, 2) for b in (1, 8)]
         quality = []
         for set_name in ("held-out", "bsd100"):
-            rows = results[set_name]["rows"]
-            row, base = rows.get(name), rows[BASELINE]
-            quality.append("–" if row is None else
+            rows = results.get(set_name, {}).get("rows", {})
+            row, base = rows.get(name), rows.get(BASELINE)
+            quality.append("–" if row is None or base is None else
                            f"{row['psnr_ab']['mean'] - base['psnr_ab']['mean']:+.2f} dB, "
                            f"{row['delta_e00']['mean']:.2f}, {row['cf_ratio']:.0%}")
         lines.append(f"| {name} | {card['parameters']:,} | {macs / 1e9:.3f} G | "

@@ -139,11 +139,13 @@ class Colorizer:
     def full_size_ab(self, l: Tensor, small: Tensor) -> Tensor:
         """Working-size ab (2,h,w) brought to the size of L (1,H,W) by the chosen upsampling."""
         size = tuple(l.shape[-2:])
+        if tuple(small.shape[-2:]) == size:  # nothing to upsample (compose takes it as it is)
+            return small
         if self.upsample != "guided":
             return F.interpolate(small[None], size=size, mode="bilinear", align_corners=False)[0]
         c = F.interpolate(guided_coefficients(l, small)[None], size=size, mode="bilinear",
                           align_corners=False)[0]
-        return torch.addcmul(c[2:], c[:2], l.to(c.device, c.dtype))
+        return torch.addcmul(c[2:], c[:2], l.to(c.device, c.dtype)).clamp_(-1.0, 1.0)
 
     def colorize_many(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Colorize HxWx3 (or HxW) arrays; each result has its input's size and dtype (uint8,
@@ -312,7 +314,8 @@ class GuidedRows:
         self.coefficients = BilinearRows(guided_coefficients(l, small).cpu(), tuple(l.shape[-2:]))
 
     def _apply(self, c: Tensor, r0: int, r1: int) -> Tensor:
-        return torch.addcmul(c[2:], c[:2], self.l[:, r0:r1].to(c.dtype))
+        # clamped: a thin detail the working size cannot see may push a * L + b out of range
+        return torch.addcmul(c[2:], c[:2], self.l[:, r0:r1].to(c.dtype)).clamp_(-1.0, 1.0)
 
     def rows(self, r0: int, r1: int) -> Tensor:
         return self._apply(self.coefficients.rows(r0, r1), r0, r1)

@@ -320,7 +320,7 @@ def frame_lightness(frame: Any, colorizer: Colorizer, turns: int) -> Tensor:
     import numpy as np
 
     name = frame.format.name
-    if name in Y_FORMATS:
+    if name in Y_FORMATS and all(p.line_size > 0 for p in frame.planes):  # not bottom-up
         neutral = name == "gray" or all(
             int(c.min()) >= 128 - GRAY_CHROMA and int(c.max()) <= 128 + GRAY_CHROMA
             for c in (_plane(frame, 1), _plane(frame, 2)))
@@ -339,7 +339,7 @@ def frame_lightness(frame: Any, colorizer: Colorizer, turns: int) -> Tensor:
 # resolution, encodes it and muxes it (audio packets too, in the order they were read). Decoding,
 # the network, the compose bands and the encoder all release the GIL.
 
-QUEUE_BATCHES = 2  # batches of frames that may wait between two stages
+QUEUE_FRAMES = 8  # frames that may wait between two stages (a 4K frame's L is 33 MB)
 _END = "end"
 
 
@@ -394,9 +394,8 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
     from tqdm import tqdm
 
     c = job.colorizer
-    depth = QUEUE_BATCHES * c.batch_size
-    frames_q: queue.Queue = queue.Queue(depth)
-    colour_q: queue.Queue = queue.Queue(depth)
+    frames_q: queue.Queue = queue.Queue(QUEUE_FRAMES)
+    colour_q: queue.Queue = queue.Queue(QUEUE_FRAMES)
     stop = threading.Event()
     tb = vin.time_base
     offset = round((start or 0.0) / tb)
@@ -413,7 +412,6 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
     def write() -> None:
         import av
         import numpy as np
-        import torch.nn.functional as F
 
         while True:
             kind, item = _get(colour_q, stop)
@@ -426,9 +424,7 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
             if job.hints:  # every frame: the smoothed colour carries a hint past its range
                 from .hints import keep_in_gamut
 
-                full = F.interpolate(ab[None], size=tuple(l.shape[-2:]), mode="bilinear",
-                                     align_corners=False)[0]
-                ab = keep_in_gamut(l, full)
+                ab = keep_in_gamut(l, c.full_size_ab(l, ab))
             rgb = np.ascontiguousarray(np.rot90(c.compose(l, ab, np.uint8), -turns))
             new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             new.pts, new.time_base = pts - offset, time_base
@@ -445,9 +441,10 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
         report.frames += len(batch)
         batch.clear()
 
-    reader, writer = _Stage("retint-read", read, stop), _Stage("retint-write", write, stop)
+    stages: list[_Stage] = []
     try:
         try:
+            stages += [_Stage("retint-read", read, stop), _Stage("retint-write", write, stop)]
             while True:
                 kind, item = _get(frames_q, stop)
                 if kind == _END:
@@ -461,17 +458,17 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
             if batch:
                 flush()
             _put(colour_q, (_END, None), stop)
-            writer.thread.join()
+            stages[1].thread.join()
         except _Abandoned:
             pass  # a stage failed: its error is raised below
     finally:
         stop.set()  # on success both stages are done; otherwise they leave at their next wait
-        reader.thread.join()
-        writer.thread.join()
+        for stage in stages:
+            stage.thread.join()
         bar.total = report.frames  # the container's estimate can be a frame off
         bar.refresh()
         bar.close()
-    for stage in (reader, writer):
+    for stage in stages:
         if stage.error is not None:
             raise stage.error
     if report.frames == 0:

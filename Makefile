@@ -33,17 +33,17 @@ SHARED ?= ../shared/data
 RECIPES := $(BIN)/python scripts/recipes.py
 DATA := $(SHARED)/photos $(SHARED)/imagenet-sample $(SHARED)/people $(SHARED)/streets
 TEACHER ?= pool-aged
-STUDENT ?= student-pool
+STUDENT ?= student-small
 results: $(VENV)/.installed
 	$(RECIPES) pool --data $(DATA)
 	$(RECIPES) train --data $(DATA) --only enc-long-l1 student-mimic pool-l1 pool-pyramid \
-		pool-feature pool-aged $(STUDENT) student-long student-small hint-spread
+		pool-feature pool-aged student-pool student-long student-small hint-spread
 	$(RECIPES) table --data $(DATA) --write-docs \
 		--benchmarks $(SHARED)/benchmarks/bsd100 \
-		--only enc-long-l1 pool-l1 pool-pyramid pool-feature pool-aged student-mimic $(STUDENT) \
+		--only enc-long-l1 pool-l1 pool-pyramid pool-feature pool-aged student-mimic student-pool \
 		student-long student-small \
 		--sheet enc-long-l1 $(TEACHER) $(STUDENT)
-	$(RECIPES) pareto $(TEACHER) $(STUDENT) student-long student-small --write-docs
+	$(RECIPES) pareto $(TEACHER) student-pool student-long student-small --write-docs
 	$(RECIPES) table --data $(DATA) --only $(TEACHER) $(STUDENT) --sheet $(TEACHER) $(STUDENT) \
 		--benchmarks $(SHARED)/benchmarks/bsd100 $(SHARED)/benchmarks/urban100
 	$(RECIPES) install $(TEACHER) $(STUDENT) --data $(DATA)

@@ -168,6 +168,9 @@ class OnnxModel:
     def __init__(self, source: str | Path | bytes, threads: int | None = None) -> None:
         ort = import_onnxruntime()
         options = ort.SessionOptions()
+        # no busy-waiting after a run: the compose and encode stages that follow need the cores
+        # (spinning threads slowed the next full-resolution stages by a third in retint bench)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         what = source if isinstance(source, bytes) else str(source)

@@ -371,7 +371,7 @@ def test_cli_api_and_web_give_the_same_pixels(hint_files, tmp_path, capsys):
         wrong = client.post("/api/colorize", files={"file": ("cat.png", src.read_bytes())},
                             data={"hints": json.dumps([RED]), "model": "base"})
         assert wrong.status_code == 422
-        assert "does not take colour hints (hint models: hint)" in wrong.json()["error"]
+        assert "does not take colour hints (hint models: hint, hints)" in wrong.json()["error"]
 
 
 def test_cli_errors_for_hints(hint_files, tmp_path, capsys):

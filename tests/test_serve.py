@@ -114,7 +114,8 @@ def test_models_and_health(server):
     info = server.client.get("/api/models").json()
     ids = [m["id"] for m in info["models"]]
     assert ids[:2] == ["student", "teacher"]  # the --model ones first, then the bundled ones
-    assert ids[2:] == ["default", "teacher-2", "student-2"]  # told apart from the given ones
+    # told apart from the given ones; the bundled hint model too
+    assert ids[2:] == ["default", "teacher-2", "student-2", "hints"]
     assert info["models"][0]["default"] and info["sizes"]["default"] == 64
     assert info["limits"] == {"max_upload_bytes": 2 * 2**20, "max_pixels": 2_000_000}
     health = server.client.get("/healthz").json()

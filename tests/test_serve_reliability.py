@@ -184,7 +184,7 @@ def test_every_error_is_json_error_and_status(server):
 def test_every_bundled_model_loads_on_first_use_within_max_models(server):
     info = server.client.get("/api/models").json()
     models = {m["id"]: m for m in info["models"]}
-    assert list(models) == ["tiny", "default", "teacher", "student"]
+    assert list(models) == ["tiny", "default", "teacher", "student", "hints"]
     assert models["tiny"]["default"] and models["tiny"]["loaded"]
     assert all(models[b]["bundled"] and not models[b]["loaded"]
                for b in ("default", "teacher", "student"))

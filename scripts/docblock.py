@@ -15,3 +15,12 @@ def write_block(doc: Path, name: str, text: str) -> None:
         raise SystemExit(f"error: {doc} has no {start} ... {end} block")
     head, rest = body.split(start, 1)
     doc.write_text(f"{head}{start}\n{text.strip()}\n{end}{rest.split(end, 1)[1]}")
+
+
+def publish(lines: list[str], name: str, write_docs: bool,
+            doc: Path = Path("docs/results.md")) -> None:
+    """Print a script's report and, with ``--write-docs``, put it into ``doc``'s block ``name``."""
+    text = "\n".join(lines)
+    print(text)
+    if write_docs:
+        write_block(doc, name, text)

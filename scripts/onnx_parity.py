@@ -16,17 +16,16 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from retint.evaluate import photo_list, read_split
-from retint.export import export_fp32
-from retint.inference import Colorizer, working_shape
+from retint.export import export_fp32, model_input
+from retint.inference import Colorizer
 from retint.io import read_rgb
 from retint.models import resolve_model_path
 from retint.runtime import OnnxModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # docblock.py, beside
-from docblock import write_block  # noqa: E402
+from docblock import publish  # noqa: E402
 
 SIZES = (256, 384)
 
@@ -54,10 +53,7 @@ def main() -> None:
                 worst, total, count = 0.0, 0.0, 0
                 for photo in photos:
                     l = colorizer.lightness(read_rgb(photo.path))
-                    h, w = working_shape(*l.shape[-2:], size)
-                    small = F.interpolate(l[None], size=(h, w), mode="bilinear", antialias=True,
-                                          align_corners=False)
-                    x = F.pad(small, (0, size - w, 0, size - h), mode="replicate")
+                    x = model_input(l[None], (size, size))  # the Colorizer's shrink and pad
                     with torch.inference_mode():
                         diff = (colorizer.model(x).float() - onnx(x)).abs()
                     worst = max(worst, float(diff.max()))
@@ -65,10 +61,7 @@ def main() -> None:
                 cells.append(f"{worst:.1e} / {total / count:.1e}")
         lines.append(f"| {name} | {len(photos)} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
-    text = "\n".join(lines)
-    print(text)
-    if args.write_docs:
-        write_block(Path("docs/results.md"), "onnx-parity", text)
+    publish(lines, "onnx-parity", args.write_docs)
 
 
 if __name__ == "__main__":

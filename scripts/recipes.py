@@ -40,7 +40,7 @@ from retint.models import BUNDLED_DIR, load_weights, save_weights
 from retint.train import TrainConfig, fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # docblock.py, beside
-from docblock import write_block  # noqa: E402
+from docblock import publish, write_block  # noqa: E402
 
 RUNS = Path("runs/recipes")
 POOL = Path(".data/pool")
@@ -624,10 +624,7 @@ def cmd_pareto(args: argparse.Namespace) -> None:
                      f"{macs / teacher_macs:.0%} | " + " | ".join(f"{m:.1f}" for m in ms)
                      + " | " + " | ".join(quality) + " |")
         print(lines[-1], flush=True)
-    text = "\n".join(lines)
-    print(text)
-    if args.write_docs:
-        write_block(Path("docs/results.md"), "pareto-table", text)
+    publish(lines, "pareto-table", args.write_docs)
 
 
 def cmd_install_hints(args: argparse.Namespace) -> None:

@@ -33,7 +33,7 @@ from retint.metrics import ciede2000
 from retint.options import UPSAMPLERS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # docblock.py, beside
-from docblock import write_block  # noqa: E402
+from docblock import publish  # noqa: E402
 
 EDGE_SHARE = 0.10  # "near edges": this share of each photo's pixels, strongest L gradient
 
@@ -110,10 +110,7 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {seconds[name]:.3f} s |")
     base = seconds["bilinear"]
     lines += ["", f"guided costs {seconds['guided'] / base:.2f}x bilinear's compose time."]
-    text = "\n".join(lines)
-    print(text)
-    if args.write_docs:
-        write_block(Path("docs/results.md"), "upsampling", text)
+    publish(lines, "upsampling", args.write_docs)
 
 
 if __name__ == "__main__":

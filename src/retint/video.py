@@ -244,7 +244,9 @@ class _Job:
     def __call__(self, ls: list[Tensor], times: list[float]) -> list[Tensor]:
         """Working-size ab (2,h,w) for each frame's full-resolution L, smoothed along time."""
         c = self.colorizer
-        points = [points_at_time(self.hints, t) for t in times]
+        from .hints import points_at
+
+        points = [points_at(self.hints, t) for t in times]
         if any(points):
             from .hints import predict_ab_hinted
 
@@ -277,14 +279,6 @@ class _Job:
 
     def flicker(self) -> dict[str, float]:
         return {k: m.value for k, m in self.meters.items()}
-
-
-def points_at_time(ranges: list[HintRange], t: float) -> list:
-    if not ranges:
-        return []
-    from .hints import points_at
-
-    return points_at(ranges, t)
 
 
 # ------------------------------------------------ decoding: a black-and-white frame is its Y plane

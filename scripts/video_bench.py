@@ -3,7 +3,9 @@
 The 1080p and 480p clips are made once from the film (scaled, black and white as it is, H.264)
 under ``runs/clips/``; the film's licence is unknown, so neither it nor the clips are committed.
 Each run is the whole ``colorize_video`` path (decode, colour, stabilise, compose, encode, audio
-copied), timed from the first frame read to the file written, in this one process.
+copied), timed from the first frame read to the file written, in this one process. Each model
+runs on each ``--runtimes`` (torch, and ONNX Runtime: the same weights exported, equal to
+within 2e-6 in ab, ``scripts/onnx_parity.py``), a row each.
 
     .venv/bin/python scripts/video_bench.py --film ../shared/data/film/ww2-landing.mp4 --write-docs
 """
@@ -57,6 +59,8 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--film", type=Path, required=True)
     ap.add_argument("--models", nargs="+", default=["student", "teacher"])
+    ap.add_argument("--runtimes", nargs="+", default=["torch", "onnx"],
+                    choices=["torch", "onnx"])
     ap.add_argument("--seconds", type=float, default=6.0, help="length of the scaled clips")
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
@@ -64,11 +68,12 @@ def main() -> None:
              for name, size in CLIPS.items()}
     clips["film"] = args.film
     names = {str(path): name for name, path in clips.items()}
-    colorizers = {m: Colorizer(m, device="auto") for m in args.models}
+    colorizers = {m if r == "torch" else f"{m} {r}": Colorizer(m, device="auto", runtime=r)
+                  for m in args.models for r in args.runtimes}
     rows = []
     for v in video_flicker(list(clips.values()), colorizers):  # what `retint bench --video` runs
         name = names[v["clip"]]
-        goal = GOALS.get((v["model"], name))
+        goal = GOALS.get((v["model"].split()[0], name))
         verdict = "met" if goal is not None and v["fps"] >= goal else "not met"
         met = "" if goal is None else f" (goal ≥ {goal}: {verdict})"
         rows.append(f"| {v['model']} | {name} ({v['width']}x{v['height']}, {v['frames']} "
@@ -78,8 +83,9 @@ def main() -> None:
     publish([
         f"`scripts/video_bench.py --film {args.film}`, {cpu_name()}, "
         f"{torch.get_num_threads()} threads; fps of the whole `retint video` path (stabilisation "
-        "on, x264 preset veryfast, audio copied), then flicker (mean |Δab| on still pixels, "
-        "stabilisation off → on) from a second, measuring run:", "",
+        "on, x264 preset veryfast, audio copied; `MODEL onnx`: `--runtime onnx`), then "
+        "flicker (mean |Δab| on still pixels, stabilisation off → on) from a second, measuring "
+        "run:", "",
         "| model | clip | fps | flicker | peak memory (process so far) |", "|---|---|---|---|---|",
         *rows], "video-bench", args.write_docs)
 

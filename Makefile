@@ -37,7 +37,7 @@ STUDENT ?= student-small
 results: $(VENV)/.installed
 	$(RECIPES) pool --data $(DATA)
 	$(RECIPES) train --data $(DATA) --only enc-long-l1 student-mimic pool-l1 pool-pyramid \
-		pool-feature pool-aged student-pool student-long student-small hint-spread
+		pool-feature pool-aged student-pool student-long student-small hint-colour
 	$(RECIPES) table --data $(DATA) --write-docs \
 		--benchmarks $(SHARED)/benchmarks/bsd100 \
 		--only enc-long-l1 pool-l1 pool-pyramid pool-feature pool-aged student-mimic student-pool \
@@ -47,9 +47,9 @@ results: $(VENV)/.installed
 	$(RECIPES) table --data $(DATA) --only $(TEACHER) $(STUDENT) --sheet $(TEACHER) $(STUDENT) \
 		--benchmarks $(SHARED)/benchmarks/bsd100 $(SHARED)/benchmarks/urban100
 	$(RECIPES) install $(TEACHER) $(STUDENT) --data $(DATA)
-	$(RECIPES) hints hint-spread --data $(DATA) --benchmarks $(SHARED)/benchmarks/bsd100 \
+	$(RECIPES) hints hint-colour --data $(DATA) --benchmarks $(SHARED)/benchmarks/bsd100 \
 		--write-docs
-	$(RECIPES) install-hints hint-spread --data $(DATA)
+	$(RECIPES) install-hints hint-colour --data $(DATA)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests scripts

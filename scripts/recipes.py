@@ -107,11 +107,17 @@ RECIPES: dict[str, tuple[str, dict]] = {
                       "pool-aged from scratch: latent (1x1 adapter) + output + truth, half the "
                       "crops aged", dict(STUDENT, teacher="pool-aged", width=0.5, steps=4000,
                                          old_photo=0.5, warmup=200, kd_sharpen=1.0)),
-    "hint-spread": ("colour hints on the frozen default teacher: an L-guided spread of each "
-                    "hint (learnt reaches) and a small refiner, each 256² crop given a geometric "
-                    "number of points (mean 6) simulated from its truth, L1",
-                    dict(STUDENT_CROPS, arch="teacher", steps=2000, hint_points=6.0, loss="l1",
-                         init=str(BUNDLED_DIR / "teacher"), warmup=100)),
+    "student-vivid": ("student-small, 1,500 more steps from pool-aged with its ab sharpened "
+                      "x1.1 (BSD100 colourfulness)", dict(STUDENT, teacher="pool-aged",
+                                                          init="student-small", width=0.5,
+                                                          steps=1500, lr=1e-4, warmup=50,
+                                                          old_photo=0.5, kd_sharpen=1.1)),
+    "hint-colour": ("colour hints on the frozen default teacher: each hint spread by place, "
+                    "lightness and the teacher's own colour (learnt reaches), then a small "
+                    "refiner; each 256² crop given a geometric number of points (mean 6) "
+                    "simulated from its truth, L1",
+                    dict(STUDENT_CROPS, arch="teacher", steps=1200, hint_points=6.0, loss="l1",
+                         init=str(BUNDLED_DIR / "teacher"), warmup=50)),
 }
 
 
@@ -166,7 +172,7 @@ def run_dir(name: str, runs: Path = RUNS) -> Path:
 
 
 #: Students trained on the whole pool (the teachers' pool recipes are named pool-*).
-POOL_STUDENTS = ("student-pool", "student-long", "student-small")
+POOL_STUDENTS = ("student-pool", "student-long", "student-small", "student-vivid")
 #: The sets the first recipes were trained on, before people/ and streets/ joined the pool;
 #: every recipe but pool-*, the POOL_STUDENTS and hint-* keeps to them, so that it reproduces.
 FIRST_SETS = ("photos", "imagenet-sample")
@@ -640,9 +646,11 @@ def cmd_install_hints(args: argparse.Namespace) -> None:
     if not scores:
         raise SystemExit(f"error: no hint scores for {args.model}: run `recipes.py hints "
                          f"{args.model}` first")
+    reaches = {k.removeprefix("log_"): round(float(v.detach().exp()), 4)
+               for k, v in model.spread.named_parameters()}  # what the spread learnt, readable
     card.update(name="hints", recipe_name=args.model, recipe_note=RECIPES[args.model][0],
                 command=f"python scripts/recipes.py train --only {args.model}",
-                evaluation_hints=scores)
+                spread_reaches=reaches, evaluation_hints=scores)
     card["data"] = data_card(args.data, card["data"])
     save_weights(model, BUNDLED_DIR / "hints", card)
     print(f"installed {args.model} as the bundled hint model")

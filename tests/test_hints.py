@@ -55,12 +55,14 @@ BLUE = {"x": 0.75, "y": 0.7, "colour": "#2a50d0", "radius": 0.03}
 
 def local_hints(model: HintedTeacher) -> HintedTeacher:
     """Set a hint model's reaches by hand (no training): the spread reaches 1.5 % of the long
-    side and ignores lightness, and its prior is small, so inside a hint's patch the colour is
-    the hint's and a few patches away nothing moves. The refiner stays at zero."""
+    side and ignores lightness and the teacher's colour, and its prior is small, so inside a
+    hint's patch the colour is the hint's and a few patches away nothing moves. The refiner
+    stays at zero."""
     spread = model.spread
     with torch.no_grad():
         spread.log_space.fill_(math.log(0.015))
         spread.log_lightness.fill_(math.log(10.0))
+        spread.log_colour.fill_(math.log(10.0))
         spread.log_prior.fill_(math.log(0.02))
     return model
 
@@ -233,6 +235,52 @@ def test_a_fresh_model_is_the_teacher_plus_the_spread(pyramid):
         confidence.max()) < 1
 
 
+def test_a_hint_stays_on_what_the_teacher_sees_as_one_thing():
+    """Two regions of the same lightness that the teacher coloured differently (a reddish and a
+    bluish one): a hint on the first moves it and leaves the second, at the same distance."""
+    spread = HintedTeacher(build_model("teacher")).spread
+    l = torch.full((1, 1, SIZE, SIZE), 0.5)
+    teacher = torch.zeros(1, 2, SIZE, SIZE)
+    teacher[:, 0, :, : SIZE // 2], teacher[:, 0, :, SIZE // 2 :] = 0.2, -0.2
+    hints = torch.zeros(1, 3, SIZE, SIZE)
+    hints[:, :, 30:35, 24:29] = torch.tensor([0.5, 0.1, 1.0]).view(3, 1, 1)
+    with torch.no_grad():
+        shift, _ = spread(l, teacher, hints)
+    moved = shift.norm(dim=1)[0]
+    assert moved[32, 26] > 0.5 * 0.3  # most of the way from the teacher's 0.2 to the hint's 0.5
+    assert moved[32, 30] > 20 * moved[32, 34]  # across the colour edge: next to nothing
+    with torch.no_grad():  # a spread that ignores the teacher's colour crosses that edge
+        spread.log_colour.fill_(math.log(10.0))
+        blind, _ = spread(l, teacher, hints)
+    assert blind.norm(dim=1)[0, 32, 34] > 0.5 * blind.norm(dim=1)[0, 32, 30]
+
+
+def test_a_big_painted_hint_is_pooled_coarser_not_dropped():
+    """The spread's cost is bounded by its number of cells: a hint covering the whole image is
+    pooled into wider cells until there are at most MAX_CELLS, with all its mass kept, and the
+    result is the hint's colour everywhere."""
+    from retint.models.hinted import CELL, MAX_CELLS, hint_cells
+
+    mask = torch.zeros(1, 256, 256)
+    mask[:, 10:13, 20:23] = 1.0  # a small hint: 3x3 pixels across at most 4 cells
+    small = hint_cells(mask)
+    assert small.width == CELL and len(small.mass) <= 4 and float(small.mass.sum()) == 9.0
+    assert all(0 <= float(v) < 256 for v in small.centres().flatten())
+    full = hint_cells(torch.ones(1, 256, 256))
+    assert full.width > CELL and len(full.mass) <= MAX_CELLS
+    assert float(full.mass.sum()) == 256 * 256
+    ragged = hint_cells(torch.ones(1, 10, 10))  # cells cut short at the edges keep their mass
+    assert float(ragged.mass.sum()) == 100 and sorted(ragged.mass.tolist())[0] == 4.0
+    spread = HintedTeacher(build_model("teacher")).spread
+    hints = torch.cat((torch.full((1, 1, 64, 64), 0.3), torch.full((1, 1, 64, 64), -0.2),
+                       torch.ones(1, 1, 64, 64)), 1)
+    with torch.no_grad():
+        l = torch.linspace(0.2, 0.8, 64).expand(1, 1, 64, 64)  # a smooth ramp of lightness
+        shift, confidence = spread(l, torch.zeros(1, 2, 64, 64), hints)
+    assert torch.allclose(shift[0, 0], torch.full((64, 64), 0.3), atol=0.02)
+    assert float(confidence.min()) > 0.9
+
+
 def test_card_names_the_base_and_a_changed_base_is_refused(hint_files, tmp_path):
     card = json.loads(hint_files["hint"].with_suffix(".json").read_text())
     assert card["arch"] == "hinted" and card["base"]["path"] == "base.safetensors"
@@ -310,7 +358,7 @@ def test_hints_need_a_hint_model(hint_files):
     assert base.colorize(gray(), hints=[]).shape == (300, 451, 3)
     assert hint_model_for(str(hint_files["hint"])) == str(hint_files["hint"])
     if not (BUNDLED_DIR / "hints.safetensors").exists():
-        with pytest.raises(HintError, match="none is installed.*--only hint-spread"):
+        with pytest.raises(HintError, match="none is installed.*--only hint-colour"):
             hint_model_for("default")
 
 

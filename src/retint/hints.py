@@ -68,8 +68,8 @@ PATCH_HALVES = (1, 2, 3)
 GRADIENT_SCALE = 0.01
 MAX_SIMULATED = 64  # simulated points per crop at most
 NO_HINT_MODEL = ("colour hints need a hint model, and none is installed (no bundled 'hints' "
-                 "model): train one with `python scripts/recipes.py train --only hint-spread` "
-                 "and pass --model runs/recipes/hint-spread/final")
+                 "model): train one with `python scripts/recipes.py train --only hint-colour` "
+                 "and pass --model runs/recipes/hint-colour/final")
 
 
 class HintError(ValueError):

@@ -29,14 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # docblock.py, beside
 from docblock import publish  # noqa: E402
 
 OFF = 1e3  # a reach this wide ignores its factor
-#: name -> the reaches it changes (the rest stay as trained)
-SETTINGS: dict[str, dict[str, float]] = {
-    "trained": {},
-    "without the teacher's colour": {"colour": OFF},
-    "without the near kernel": {"near_weight": 1e-9},
-    "without either (place and lightness only)": {"colour": OFF, "near_weight": 1e-9},
-    "refiner off": {},
-    "the starting reaches (before training), refiner off": {},
+#: name -> (the reaches it changes, None for the untrained starting reaches; refiner on?)
+SETTINGS: dict[str, tuple[dict[str, float] | None, bool]] = {
+    "trained": ({}, True),
+    "without the teacher's colour": ({"colour": OFF}, True),
+    "without the near kernel": ({"near_weight": 1e-9}, True),
+    "without either (place and lightness only)": ({"colour": OFF, "near_weight": 1e-9}, True),
+    "refiner off": ({}, False),
+    "the starting reaches (before training), refiner off": (None, False),
 }
 
 
@@ -60,15 +60,13 @@ def main() -> None:
     lines = [f"`scripts/hint_ablation.py`, {args.model}: the first {len(photos)} held-out photos "
              f"at the working size, 10 hints each (seed 0). Trained reaches: {reaches}.", "",
              "| spread | ΔE00, 0 hints | 10 hints | drop |", "|---|---|---|---|"]
-    for name, changes in SETTINGS.items():
-        spread.load_state_dict(trained)
+    for name, (changes, refined) in SETTINGS.items():
+        spread.load_state_dict(trained if changes is not None else HintSpread().state_dict())
         refine.load_state_dict(refiner)
         with torch.no_grad():
-            for key, value in changes.items():
+            for key, value in (changes or {}).items():
                 getattr(spread, f"log_{key}").fill_(math.log(value))
-            if name.startswith("the starting"):
-                spread.load_state_dict(HintSpread().state_dict())
-            if "refiner off" in name:
+            if not refined:
                 refine.out.weight.zero_()
                 refine.out.bias.zero_()
         rows = evaluate_hints(photos, colorizer, (0, 10), resolution="working")["rows"]

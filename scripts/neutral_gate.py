@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from retint.color import AB_SCALE, rgb_to_lab
+from retint.data import is_monotone
 from retint.evaluate import NEUTRAL_CHROMA, photo_list, read_split, working_truth
 from retint.inference import Colorizer
 from retint.io import read_rgb
@@ -44,11 +45,12 @@ def measure(colorizer: Colorizer, photos: list, held_out: set[str]) -> dict[str,
     size = colorizer.working_size
     rows: dict[str, list] = {k: [] for k in ("truth", "pred", "code", "de", "val")}
     for photo in photos:
-        truth = working_truth(read_rgb(photo.path), size)
+        rgb = read_rgb(photo.path)
+        if is_monotone(rgb):  # skipped as `retint evaluate` skips it: no colour to score
+            continue
+        truth = working_truth(rgb, size)
         lab = rgb_to_lab(torch.from_numpy(truth.astype(np.float64) / 255).permute(2, 0, 1)[None])
         chroma = float(torch.hypot(lab[:, 1], lab[:, 2]).mean())
-        if chroma < 1.0:  # a gray photo: nothing to learn or score
-            continue
         l = lab[:, :1].float()[0] / 100
         h, w = l.shape[-2:]
         with torch.no_grad():
@@ -64,12 +66,13 @@ def measure(colorizer: Colorizer, photos: list, held_out: set[str]) -> dict[str,
     return {k: np.array(v) for k, v in rows.items()}
 
 
-def at_scale(de: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Each photo's ΔE00 at its own scale, interpolated between SCALES."""
-    pos = s / (SCALES[1] - SCALES[0])
-    i = np.clip(np.floor(pos), 0, len(SCALES) - 2).astype(int)
+def at_scale(de: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Each photo's ΔE00 (rows of ``de``, one column per SCALES) at its own scale ``s``,
+    interpolated linearly between SCALES; differentiable in ``s``, so the gate trains on it."""
+    pos = s / float(SCALES[1] - SCALES[0])
+    i = pos.floor().clamp(0, len(SCALES) - 2).long()
     f = pos - i
-    rows = np.arange(len(s))
+    rows = torch.arange(len(s))
     return de[rows, i] * (1 - f) + de[rows, i + 1] * f
 
 
@@ -85,13 +88,9 @@ def fit_gate(m: dict[str, np.ndarray], l2: float = 1e-2, steps: int = 600) -> np
     gate = torch.nn.Linear(x.shape[1], 1)
     opt = torch.optim.Adam(gate.parameters(), 1e-2)
     idx = torch.tensor(np.where(train)[0])
-    step = float(SCALES[1] - SCALES[0])
     for _ in range(steps):
         s = torch.sigmoid(gate(x[idx]))[:, 0] * SCALES[-1]
-        pos = s / step
-        i = pos.floor().clamp(0, len(SCALES) - 2).long()
-        f = pos - i
-        loss = (de[idx, i] * (1 - f) + de[idx, i + 1] * f).mean() + l2 * gate.weight.pow(2).sum()
+        loss = at_scale(de[idx], s).mean() + l2 * gate.weight.pow(2).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -111,7 +110,7 @@ def report(m: dict[str, np.ndarray], name: str) -> list[str]:
              "|---|---|---|---|"]
 
     def row(label: str, s: np.ndarray) -> None:
-        e = at_scale(de, s)
+        e = at_scale(torch.from_numpy(de), torch.from_numpy(np.asarray(s, np.float64))).numpy()
         lines.append(f"| {label} | {e.mean():.2f} | {e[neutral].mean():.2f} | "
                      f"{s[~neutral].mean():.2f} |")
 

@@ -109,21 +109,26 @@ class HintSpread(nn.Module):
         self.log_near = nn.Parameter(torch.tensor(math.log(near)))
         self.log_near_weight = nn.Parameter(torch.tensor(math.log(near_weight)))
 
-    @staticmethod
-    def _place(centres: Tensor, h: int, w: int, reach: Tensor) -> Tensor:
-        """(C,H,W): a Gaussian of each cell's distance, of std ``reach`` pixels (separable)."""
-        yy = torch.arange(h, device=centres.device, dtype=torch.float32)
-        xx = torch.arange(w, device=centres.device, dtype=torch.float32)
-        gy = torch.exp(-(yy[None] - centres[:, :1]) ** 2 / (2 * reach**2))
-        gx = torch.exp(-(xx[None] - centres[:, 1:]) ** 2 / (2 * reach**2))
-        return gy[:, :, None] * gx[:, None, :]
+    def _place(self, centres: Tensor, h: int, w: int) -> Tensor:
+        """(C,H,W): the broad plus the near Gaussian of each pixel's distance to each cell
+        (separable; the squared offsets are computed once for both)."""
+        long = max(h, w)
+        dy2 = (torch.arange(h, device=centres.device, dtype=torch.float32)[None]
+               - centres[:, :1]) ** 2
+        dx2 = (torch.arange(w, device=centres.device, dtype=torch.float32)[None]
+               - centres[:, 1:]) ** 2
+        place = 0.0
+        for reach, weight in ((self.log_space.exp() * long, 1.0),
+                              (self.log_near.exp() * long, self.log_near_weight.exp())):
+            gy, gx = torch.exp(-dy2 / (2 * reach**2)), torch.exp(-dx2 / (2 * reach**2))
+            place = place + weight * gy[:, :, None] * gx[:, None, :]
+        return place
 
     def forward(self, l: Tensor, base_ab: Tensor, hints: Tensor) -> tuple[Tensor, Tensor]:
         l, base_ab, hints = l.float(), base_ab.float(), hints.float()
         h, w = l.shape[-2:]
         mask = hints[:, 2:3]
         diff = mask * (hints[:, :2] - base_ab)
-        space, near = self.log_space.exp() * max(h, w), self.log_near.exp() * max(h, w)
         lightness, colour = self.log_lightness.exp(), self.log_colour.exp()
         prior = self.log_prior.exp() * PATCH_MASS
         shifts, confidences = [], []
@@ -138,9 +143,7 @@ class HintSpread(nn.Module):
             stats = torch.cat((mask[n] * l[n], mask[n] * base_ab[n], diff[n]), 0)[None]
             pooled = _sum_pool(stats, k)[0]
             means = pooled[:, cells.index[:, 0], cells.index[:, 1]] / cells.mass  # (5, C)
-            centres = cells.centres()
-            place = (self._place(centres, h, w, space)
-                     + self.log_near_weight.exp() * self._place(centres, h, w, near))
+            place = self._place(cells.centres(), h, w)
             like = (-(l[n] - means[0, :, None, None]) ** 2 / (2 * lightness**2)
                     - ((base_ab[n, :, None] - means[1:3, :, None, None]) ** 2).sum(0)
                     / (2 * colour**2))

@@ -281,6 +281,70 @@ def test_a_big_painted_hint_is_pooled_coarser_not_dropped():
     assert float(confidence.min()) > 0.9
 
 
+def test_touching_hint_cells_are_one_hint():
+    """A point's patch and a painted stroke count once in the overall fit, however many cells
+    they cover; hints apart are counted apart."""
+    from retint.models.hinted import hint_cells, hint_groups
+
+    mask = torch.zeros(1, 128, 128)
+    mask[:, 10:15, 10:15] = 1.0  # a point: up to 4 cells
+    mask[:, 60:64, 20:100] = 1.0  # a stroke across 20 cells
+    mask[:, 100:105, 100:105] = 1.0
+    cells = hint_cells(mask)
+    groups = hint_groups(cells)
+    assert len(cells.mass) > 20 and sorted(set(groups.tolist())) == [0, 1, 2]
+    stroke = groups[cells.index[:, 0] == 15]
+    assert len(stroke) == 20 and len(set(stroke.tolist())) == 1
+
+
+def test_the_overall_fit_follows_hints_that_agree_and_only_those():
+    """One chroma scale and one cast for the whole photo, fitted to the hints against the
+    teacher: none from one hint, a cast from hints that all say "less yellow", a stronger
+    colour from hints that all say "more of the same", and nothing from hints that disagree."""
+    from retint.models.hinted import overall_fit
+
+    def fit(teacher, hinted):
+        t, h = torch.tensor(teacher).T.float(), torch.tensor(hinted).T.float()
+        return overall_fit(t, h, torch.arange(t.shape[1]))
+
+    scale, cast = fit([[0.1, 0.2]], [[0.5, -0.3]])  # one hint: the photo is left alone
+    assert float(scale) == 1.0 and cast.tolist() == [0.0, 0.0]
+    spots = [[0.02 * i, 0.15 + 0.01 * i] for i in range(-5, 6)]  # a warm teacher, 11 hints
+    scale, cast = fit(spots, [[a, b - 0.15] for a, b in spots])  # each 0.15 less yellow
+    refit = scale * torch.tensor(spots[5]) + cast
+    assert float(refit[1]) < 0.15 - 0.05 and abs(float(refit[0])) < 0.01  # bluer, a* kept
+    faint = [[0.1 * math.cos(k), 0.1 * math.sin(k)] for k in range(11)]  # colour too faint
+    scale, cast = fit(faint, [[2 * a, 2 * b] for a, b in faint])
+    assert float(scale) > 1.3 and float(cast.abs().max()) < 0.01
+    # red, green, blue and yellow where the teacher saw one beige: no shared scale or cast
+    scale, cast = fit([[0.05, 0.1]] * 4, [[0.4, 0.1], [-0.3, 0.1], [0.05, -0.3], [0.05, 0.5]])
+    assert abs(float(scale) - 1) < 0.05 and float(cast.abs().max()) < 0.01
+
+
+def test_hints_that_agree_reach_a_part_of_the_photo_the_spread_does_not():
+    """A warm teacher and ten hints that all say neutral: the refit carries them to a region
+    of another lightness that their spread alone leaves as it was."""
+    spread = HintedTeacher(build_model("teacher")).spread
+    l = torch.full((1, 1, SIZE, SIZE), 0.3)
+    l[..., SIZE // 2 :, :] = 0.9  # the bottom half: another lightness, no hint
+    teacher = torch.zeros(1, 2, SIZE, SIZE)
+    teacher[:, 0] = torch.linspace(-0.1, 0.1, SIZE)  # some a* to fit the scale on
+    teacher[:, 1] = 0.2  # warm everywhere
+    hints = torch.zeros(1, 3, SIZE, SIZE)
+    for y in (8, 20):  # ten hints in two rows across the top half, each neutral in b*
+        for x in range(2, SIZE - 4, 12):  # (a cell apart: hints whose cells touch are one)
+            hints[0, :, y : y + 3, x : x + 3] = torch.stack((
+                teacher[0, 0, y : y + 3, x : x + 3], torch.zeros(3, 3), torch.ones(3, 3)))
+    with torch.no_grad():
+        shift, _ = spread(l, teacher, hints)
+        first = hints.clone()
+        first[..., 16:, :], first[..., 8:] = 0.0, 0.0
+        one, _ = spread(l, teacher, first)  # the first hint alone
+    assert float(shift[0, 1, 8, 3]) < -0.15  # at a hint, most of the way
+    assert float(shift[0, 1, -4:].mean()) < -0.05  # far off, part of the way
+    assert float(one[0, 1, -4:].abs().max()) < 0.005  # one hint alone: not there
+
+
 def test_card_names_the_base_and_a_changed_base_is_refused(hint_files, tmp_path):
     card = json.loads(hint_files["hint"].with_suffix(".json").read_text())
     assert card["arch"] == "hinted" and card["base"]["path"] == "base.safetensors"

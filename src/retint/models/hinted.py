@@ -4,12 +4,14 @@ The hint maps (B,3,H,W) hold the hinted a/128 and b/128 and a mask, all zero whe
 anything (the local hints of Zhang et al., SIGGRAPH 2017). Three steps turn them into colour:
 
 1. **The teacher** colours the photo as it would without hints (``base_ab``).
-2. **The spread** (:class:`HintSpread`): each hint's difference from that colour is carried to
-   the pixels near it in place, in lightness *and* in the teacher's own colour, a
-   joint-bilateral filter guided by L and by the teacher, so a click colours the object it
-   belongs to and stops where the lightness or the kind of thing changes. Its reaches (in
-   place near and far, in lightness, in colour, and how far one hint outweighs the teacher)
-   are learnt scalars.
+2. **The spread** (:class:`HintSpread`) first refits the teacher's overall colour to the hints
+   where there are several (:func:`overall_fit`: one chroma scale and one cast for the whole
+   photo). Then it carries each hint's remaining difference from that colour to the pixels
+   near it in place, in lightness *and* in the teacher's own colour, a joint-bilateral filter
+   guided by L and by the teacher, so a click colours the object it belongs to and stops where
+   the lightness or the kind of thing changes. Its reaches (in place near and far, in
+   lightness, in colour, and how far one hint outweighs the teacher) are learnt scalars; the
+   overall fit has none.
 3. **The refiner** (:class:`HintRefiner`) reads L, the hints, the teacher's and the spread's
    colour and the spread's confidence, and adds a correction. Its last conv starts at zero, so
    training starts from the spread exactly.
@@ -47,6 +49,13 @@ CELL = 4  # hint pixels are pooled into cells this many working pixels wide...
 MAX_CELLS = 128
 PATCH_MASS = 25.0  # mask pixels of a typical hint (a 5x5 patch): the unit of the prior
 REFINE_WIDTHS = (16, 32, 64)
+#: How firmly the overall fit (:func:`overall_fit`) holds to the teacher's own colour (scale 1,
+#: no cast). The cast's stiffness is in hints: 10 hints beyond the first carry it halfway. The
+#: scale's is in hints of chroma 0.1 (ab/128). Both were chosen on Urban100, a set no hint goal
+#: is measured on (the sweep is in docs/results.md)
+SCALE_STIFFNESS = 2.0
+CAST_STIFFNESS = 10.0
+MAX_SCALE = 3.0  # the most the fit may brighten the teacher's colour
 
 
 class Cells(NamedTuple):
@@ -59,6 +68,52 @@ class Cells(NamedTuple):
     def centres(self) -> Tensor:
         """(C,2) float: each cell's centre (y, x) in working pixels."""
         return (self.index.float() + 0.5) * self.width - 0.5
+
+
+def hint_groups(cells: Cells) -> Tensor:
+    """(C,) long: which hint each cell belongs to, the cells that touch (a point's patch, a
+    painted stroke) being one hint, so a hint counts once however big it is."""
+    index = cells.index
+    touch = (index[:, None] - index[None]).abs().amax(-1) <= 1  # (C,C), the 8 neighbours
+    group = torch.arange(len(index), device=index.device)
+    while True:  # each cell takes the least group among those it touches, until none changes
+        new = torch.where(touch, group[None], len(index)).amin(1)
+        if torch.equal(new, group):
+            return torch.unique(group, return_inverse=True)[1]  # numbered 0, 1, 2, ...
+        group = new
+
+
+def overall_fit(teacher: Tensor, hinted: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
+    """The chroma scale s () and the cast o (2,) that best carry the teacher's colour at the
+    hints to the hints' colour, ``hint ~ s * teacher + o``, from (2,C) cell means of each and
+    the cells' hints (:func:`hint_groups`). Each hint beyond the first weighs one, against
+    :data:`SCALE_STIFFNESS` and :data:`CAST_STIFFNESS` holding s at 1 and o at 0: one hint
+    says nothing of the whole photo and leaves it alone. The fit is then kept only in the
+    share of the hints' differences from the teacher that it explains, so hints that disagree
+    (a red coat, a blue door, a green lawn) leave the rest of the photo alone too.
+
+    Why: on photos it never saw, the teacher's errors are largely global (a warm cast, colour
+    too faint or too strong for the whole photo), and several hints reveal them everywhere,
+    not only near themselves."""
+    count = int(groups.max()) + 1
+    members = F.one_hot(groups.cpu(), count).double()  # (C,G); a few numbers: on the CPU, in
+    t = teacher.detach().cpu().double() @ members / members.sum(0)  # float64 (not on MPS)
+    h = hinted.detach().cpu().double() @ members / members.sum(0)  # each hint's mean
+    weight = (count - 1) / count  # n hints weigh n - 1 in all
+    scale_ridge, cast_ridge = SCALE_STIFFNESS * 0.1**2, CAST_STIFFNESS
+    tt, th = weight * (t * t).sum(), weight * (t * h).sum()
+    st, sh = weight * t.sum(1), weight * h.sum(1)
+    cast_weight = weight * count + cast_ridge
+    scale = ((th + scale_ridge - (st * sh).sum() / cast_weight)
+             / (tt + scale_ridge - (st * st).sum() / cast_weight)).clamp(0.0, MAX_SCALE)
+    cast = (sh - scale * st) / cast_weight
+    # kept as far as it explains the hints: a cast they share explains most of their
+    # differences, and hints that disagree share none
+    before = ((h - t) ** 2).sum()
+    after = ((h - scale * t - cast[:, None]) ** 2).sum()
+    explained = (1.0 - after / before.clamp_min(1e-12)).clamp(0.0, 1.0)
+    scale, cast = 1.0 + explained * (scale - 1.0), explained * cast
+    return scale.to(teacher), cast.to(teacher)
 
 
 def _sum_pool(x: Tensor, width: int) -> Tensor:
@@ -82,9 +137,10 @@ def hint_cells(mask: Tensor) -> Cells:
 class HintSpread(nn.Module):
     """(L, teacher ab, hint maps) -> (the spread's shift of ab (B,2,H,W), its confidence (B,1,H,W)).
 
-    At pixel p the shift is ``sum_i w_i(p) r_i / (sum_i w_i(p) + prior)``, over the hint cells
-    i (:func:`hint_cells`): ``r_i`` the cell's mean difference from the teacher, and ``w_i(p)``
-    its mass times three factors:
+    The teacher's colour is first refit overall to the hints (:func:`overall_fit`). On top of
+    that, at pixel p the shift is ``sum_i w_i(p) r_i / (sum_i w_i(p) + prior)``, over the hint
+    cells i (:func:`hint_cells`): ``r_i`` the cell's mean difference from the refit colour, and
+    ``w_i(p)`` its mass times three factors:
 
     - of the distance: a broad Gaussian (``space`` x the long side) plus a narrow one
       (``near``) weighing ``near_weight`` times more, so that next to a hint its colour wins
@@ -128,7 +184,6 @@ class HintSpread(nn.Module):
         l, base_ab, hints = l.float(), base_ab.float(), hints.float()
         h, w = l.shape[-2:]
         mask = hints[:, 2:3]
-        diff = mask * (hints[:, :2] - base_ab)
         lightness, colour = self.log_lightness.exp(), self.log_colour.exp()
         prior = self.log_prior.exp() * PATCH_MASS
         shifts, confidences = [], []
@@ -138,20 +193,22 @@ class HintSpread(nn.Module):
                 shifts.append(torch.zeros_like(base_ab[n]))
                 confidences.append(torch.zeros_like(l[n]))
                 continue
-            # each cell's mass-weighted means of L, of the teacher's ab and of the hints' shift
-            k = cells.width
-            stats = torch.cat((mask[n] * l[n], mask[n] * base_ab[n], diff[n]), 0)[None]
-            pooled = _sum_pool(stats, k)[0]
+            # each cell's mass-weighted means of L, of the teacher's ab and of the hints' ab
+            stats = torch.cat((mask[n] * l[n], mask[n] * base_ab[n], mask[n] * hints[n, :2]))
+            pooled = _sum_pool(stats[None], cells.width)[0]
             means = pooled[:, cells.index[:, 0], cells.index[:, 1]] / cells.mass  # (5, C)
+            scale, cast = overall_fit(means[1:3], means[3:5], hint_groups(cells))
+            refit = (scale * base_ab[n] + cast[:, None, None]).clamp(-1.0, 1.0)
+            refit_at = (scale * means[1:3] + cast[:, None]).clamp(-1.0, 1.0)  # (2, C)
             place = self._place(cells.centres(), h, w)
             like = (-(l[n] - means[0, :, None, None]) ** 2 / (2 * lightness**2)
-                    - ((base_ab[n, :, None] - means[1:3, :, None, None]) ** 2).sum(0)
+                    - ((refit[:, None] - refit_at[:, :, None, None]) ** 2).sum(0)
                     / (2 * colour**2))
             weight = cells.mass[:, None, None] * place * torch.exp(like)
             mass_at = weight.sum(0, keepdim=True)
-            shift = torch.einsum("chw,dc->dhw", weight, means[3:5])
+            shift = torch.einsum("chw,dc->dhw", weight, means[3:5] - refit_at)
             total = mass_at + prior
-            shifts.append(shift / total)
+            shifts.append(refit - base_ab[n] + shift / total)
             confidences.append(mass_at / total)
         return torch.stack(shifts), torch.stack(confidences)
 

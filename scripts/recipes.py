@@ -656,7 +656,8 @@ def cmd_install_hints(args: argparse.Namespace) -> None:
     card.update(name="hints", recipe_name=args.model, recipe_note=RECIPES[args.model][0],
                 command=f"python scripts/recipes.py train --only {args.model}",
                 spread_reaches=reaches, evaluation_hints=scores,
-                overall_fit={"scale_stiffness": hinted.SCALE_STIFFNESS,  # set in code, not learnt
+                # a record of the code's constants when installed (they are not read back)
+                overall_fit={"scale_stiffness": hinted.SCALE_STIFFNESS,
                              "cast_stiffness": hinted.CAST_STIFFNESS})
     card["data"] = data_card(args.data, card["data"])
     save_weights(model, BUNDLED_DIR / "hints", card)

@@ -50,12 +50,13 @@ MAX_CELLS = 128
 PATCH_MASS = 25.0  # mask pixels of a typical hint (a 5x5 patch): the unit of the prior
 REFINE_WIDTHS = (16, 32, 64)
 #: How firmly the overall fit (:func:`overall_fit`) holds to the teacher's own colour (scale 1,
-#: no cast). The cast's stiffness is in hints: 10 hints beyond the first carry it halfway. The
-#: scale's is in hints of chroma 0.1 (ab/128). Both were chosen on Urban100, a set no hint goal
-#: is measured on (the sweep is in docs/results.md)
+#: no cast). The cast's stiffness is in hints: 10 hints beyond the first weigh as much as it
+#: (before the fit is cut to the share it explains). The scale's is in hints of chroma 0.1
+#: (ab/128). Both were chosen on Urban100, a set no hint goal is measured on (the sweep is in
+#: docs/results.md)
 SCALE_STIFFNESS = 2.0
 CAST_STIFFNESS = 10.0
-MAX_SCALE = 3.0  # the most the fit may brighten the teacher's colour
+MAX_SCALE = 3.0  # the most the fit may strengthen the teacher's colour
 
 
 class Cells(NamedTuple):

@@ -82,11 +82,8 @@ def main() -> None:
                         for k, v in trained.items())
 
     def score(photos: list, fit: tuple[float, float]) -> tuple[float, float]:
-        hinted.SCALE_STIFFNESS, hinted.CAST_STIFFNESS = fit
-        try:
-            rows = evaluate_hints(photos, colorizer, (0, 10), resolution="working")["rows"]
-        finally:
-            hinted.SCALE_STIFFNESS, hinted.CAST_STIFFNESS = DEFAULT_FIT
+        spread.scale_stiffness, spread.cast_stiffness = fit
+        rows = evaluate_hints(photos, colorizer, (0, 10), resolution="working")["rows"]
         return rows["0"]["delta_e00"]["mean"], rows["10"]["delta_e00"]["mean"]
 
     if args.fit_sweep:

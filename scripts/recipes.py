@@ -42,7 +42,7 @@ from retint.goals import (
     quality_goals,
 )
 from retint.io import atomic_write
-from retint.models import BUNDLED_DIR, hinted, load_weights, save_weights
+from retint.models import BUNDLED_DIR, load_weights, save_weights
 from retint.train import TrainConfig, fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # docblock.py, beside
@@ -656,9 +656,9 @@ def cmd_install_hints(args: argparse.Namespace) -> None:
     card.update(name="hints", recipe_name=args.model, recipe_note=RECIPES[args.model][0],
                 command=f"python scripts/recipes.py train --only {args.model}",
                 spread_reaches=reaches, evaluation_hints=scores,
-                # a record of the code's constants when installed (they are not read back)
-                overall_fit={"scale_stiffness": hinted.SCALE_STIFFNESS,
-                             "cast_stiffness": hinted.CAST_STIFFNESS})
+                # a record of the stiffnesses set in code (not weights: never read back)
+                overall_fit={"scale_stiffness": model.spread.scale_stiffness,
+                             "cast_stiffness": model.spread.cast_stiffness})
     card["data"] = data_card(args.data, card["data"])
     save_weights(model, BUNDLED_DIR / "hints", card)
     print(f"installed {args.model} as the bundled hint model")

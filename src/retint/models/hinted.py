@@ -74,9 +74,9 @@ class Cells(NamedTuple):
 def hint_groups(cells: Cells) -> Tensor:
     """(C,) long: which hint each cell belongs to, the cells that touch (a point's patch, a
     painted stroke) being one hint, so a hint counts once however big it is."""
-    index = cells.index
+    index = cells.index.cpu()  # a few numbers, and the loop's tests would each sync a GPU
     touch = (index[:, None] - index[None]).abs().amax(-1) <= 1  # (C,C), the 8 neighbours
-    group = torch.arange(len(index), device=index.device)
+    group = torch.arange(len(index))
     while True:  # each cell takes the least group among those it touches, until none changes
         new = torch.where(touch, group[None], len(index)).amin(1)
         if torch.equal(new, group):
@@ -84,11 +84,13 @@ def hint_groups(cells: Cells) -> Tensor:
         group = new
 
 
-def overall_fit(teacher: Tensor, hinted: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
+def overall_fit(teacher: Tensor, hinted: Tensor, groups: Tensor,
+                scale_stiffness: float = SCALE_STIFFNESS,
+                cast_stiffness: float = CAST_STIFFNESS) -> tuple[Tensor, Tensor]:
     """The chroma scale s () and the cast o (2,) that best carry the teacher's colour at the
     hints to the hints' colour, ``hint ~ s * teacher + o``, from (2,C) cell means of each and
     the cells' hints (:func:`hint_groups`). Each hint beyond the first weighs one, against
-    :data:`SCALE_STIFFNESS` and :data:`CAST_STIFFNESS` holding s at 1 and o at 0: one hint
+    the two stiffnesses (:data:`SCALE_STIFFNESS`) holding s at 1 and o at 0: one hint
     says nothing of the whole photo and leaves it alone. The fit is then kept only in the
     share of the hints' differences from the teacher that it explains, so hints that disagree
     (a red coat, a blue door, a green lawn) leave the rest of the photo alone too.
@@ -101,7 +103,7 @@ def overall_fit(teacher: Tensor, hinted: Tensor, groups: Tensor) -> tuple[Tensor
     t = teacher.detach().cpu().double() @ members / members.sum(0)  # float64 (not on MPS)
     h = hinted.detach().cpu().double() @ members / members.sum(0)  # each hint's mean
     weight = (count - 1) / count  # n hints weigh n - 1 in all
-    scale_ridge, cast_ridge = SCALE_STIFFNESS * 0.1**2, CAST_STIFFNESS
+    scale_ridge, cast_ridge = scale_stiffness * 0.1**2, cast_stiffness
     tt, th = weight * (t * t).sum(), weight * (t * h).sum()
     st, sh = weight * t.sum(1), weight * h.sum(1)
     cast_weight = weight * count + cast_ridge
@@ -153,6 +155,7 @@ class HintSpread(nn.Module):
       shell of the same lightness alone.
 
     The prior is in units of a 5x5 hint, so far from every hint the teacher keeps its colour.
+    The overall fit's two stiffnesses are plain attributes, set in code rather than learnt.
     """
 
     #: Starting reaches: the best of a sweep on 60 held-out photos with 10 hints each.
@@ -165,6 +168,7 @@ class HintSpread(nn.Module):
         self.log_prior = nn.Parameter(torch.tensor(math.log(prior)))
         self.log_near = nn.Parameter(torch.tensor(math.log(near)))
         self.log_near_weight = nn.Parameter(torch.tensor(math.log(near_weight)))
+        self.scale_stiffness, self.cast_stiffness = SCALE_STIFFNESS, CAST_STIFFNESS
 
     def _place(self, centres: Tensor, h: int, w: int) -> Tensor:
         """(C,H,W): the broad plus the near Gaussian of each pixel's distance to each cell
@@ -198,7 +202,8 @@ class HintSpread(nn.Module):
             stats = torch.cat((mask[n] * l[n], mask[n] * base_ab[n], mask[n] * hints[n, :2]))
             pooled = _sum_pool(stats[None], cells.width)[0]
             means = pooled[:, cells.index[:, 0], cells.index[:, 1]] / cells.mass  # (5, C)
-            scale, cast = overall_fit(means[1:3], means[3:5], hint_groups(cells))
+            scale, cast = overall_fit(means[1:3], means[3:5], hint_groups(cells),
+                                      self.scale_stiffness, self.cast_stiffness)
             refit = (scale * base_ab[n] + cast[:, None, None]).clamp(-1.0, 1.0)
             refit_at = (scale * means[1:3] + cast[:, None]).clamp(-1.0, 1.0)  # (2, C)
             place = self._place(cells.centres(), h, w)

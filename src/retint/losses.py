@@ -155,10 +155,11 @@ class FeatureLoss:
     STRIDES = (4, 8, 16)
 
     def __init__(self, device: torch.device, name: str = "efficientnet-lite0") -> None:
-        from .models.backbone import PYRAMID_BLOCKS, load_imagenet_net
+        from .models.backbone import load_imagenet_net, pyramid_taps
 
         self.net = load_imagenet_net(name, needed_by="the feature loss").to(device)
-        self.taps = {PYRAMID_BLOCKS[s]: s for s in self.STRIDES}
+        taps = pyramid_taps(self.net)
+        self.taps = {taps[s]: s for s in self.STRIDES}
         self.last = max(self.taps)
 
     def _features(self, rgb: Tensor) -> dict[int, Tensor]:

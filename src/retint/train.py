@@ -102,28 +102,12 @@ class TrainConfig:
     extra_card: dict = field(default_factory=dict)
 
 
-def _refit_fusion(state: dict, model: nn.Module) -> dict:
-    """Fit a start's fusion layer to a model on another encoder: the latent's columns are kept
-    and the new encoder's (its stride-16 features and pooled code) start at zero, so the
-    fine-tune begins from the start's own U-Net and learns what the new encoder adds."""
-    key = "fusion.mix.0.weight"
-    target = model.state_dict().get(key)
-    if key not in state or target is None or state[key].shape == target.shape:
-        return state
-    c5 = target.shape[0]
-    weight = torch.zeros_like(target)
-    weight[:, :c5] = state[key][:, :c5]
-    return {**state, key: weight}
-
-
 def start_from(model: nn.Module, path: str) -> None:
     """Load ``path``'s weights into ``model`` for fine-tuning. Layers the new model adds on top
-    (the pyramid skips, which start at zero) may be missing; nothing else may. A start built on
-    another encoder gives its fusion layer minus the encoder's columns (:func:`_refit_fusion`)."""
+    (the pyramid skips, which start at zero) may be missing; nothing else may."""
     start, _ = load_weights(path)
     try:
-        state = _refit_fusion(start.state_dict(), model)
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing, unexpected = model.load_state_dict(start.state_dict(), strict=False)
     except RuntimeError as err:  # same names, other shapes (another width)
         raise SystemExit(f"error: the weights of {path} do not fit this model "
                          f"({str(err).splitlines()[-1].strip()})") from err

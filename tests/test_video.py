@@ -317,11 +317,11 @@ def test_a_black_and_white_frame_is_read_from_its_y_plane(clip, colorizer):
                        colorizer.lightness(colour.to_ndarray(format="rgb24")))
 
 
-@pytest.mark.parametrize("stage", ["read", "write"])
+@pytest.mark.parametrize("stage", ["read", "compose", "write"])
 def test_a_failing_stage_stops_the_film_and_leaves_nothing(clip, colorizer, tmp_path,
                                                           monkeypatch, stage):
-    """An error in the reader or the writer thread reaches the caller as itself, the other
-    threads stop, and no partial file is left."""
+    """An error in the reader, the composer or the writer thread reaches the caller as itself,
+    the other threads stop, and no partial file is left."""
     import threading
 
     from retint import video
@@ -329,27 +329,30 @@ def test_a_failing_stage_stops_the_film_and_leaves_nothing(clip, colorizer, tmp_
     src = tmp_path / "in.mp4"
     shutil.copy(clip["path"], src)
     calls = []
-    target = "frame_lightness" if stage == "read" else "keep_frames"
-    real = video.frame_lightness
 
-    def failing(*args):
-        calls.append(1)
-        if len(calls) == 7:
-            raise OSError(f"{stage} failed")
-        return real(*args)
-
-    if target == "frame_lightness":
-        monkeypatch.setattr(video, "frame_lightness", failing)
-    else:
-        real_compose = Colorizer.compose
-
-        def compose(self, *args):
+    def failing(real):
+        def call(*args, **kwargs):
             calls.append(1)
             if len(calls) == 7:
                 raise OSError(f"{stage} failed")
-            return real_compose(self, *args)
+            return real(*args, **kwargs)
+        return call
 
-        monkeypatch.setattr(Colorizer, "compose", compose)
+    if stage == "read":
+        monkeypatch.setattr(video, "frame_lightness", failing(video.frame_lightness))
+    elif stage == "compose":
+        monkeypatch.setattr(Colorizer, "compose", failing(Colorizer.compose))
+    else:
+        class FailingStream:  # the output stream, its encoder failing at the 7th frame
+            def __init__(self, stream):
+                self._stream, self.encode = stream, failing(stream.encode)
+
+            def __getattr__(self, name):
+                return getattr(self._stream, name)
+
+        add_video = video._add_video
+        monkeypatch.setattr(video, "_add_video",
+                            lambda *args, **kw: FailingStream(add_video(*args, **kw)))
     before = threading.active_count()
     with pytest.raises(OSError, match=f"{stage} failed"):
         colorize_video(src, tmp_path / "out.mp4", colorizer)

@@ -7,8 +7,10 @@ training stack.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+from collections.abc import Iterator
 
 import torch
 
@@ -64,3 +66,34 @@ def describe_device(device: torch.device) -> str:
     if device.type == "mps":
         return "Apple GPU (MPS)"
     return f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+# ---------------------------------------------------------------- threads of small torch ops
+
+
+def _openmp() -> bool:
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def inline_ops() -> None:
+    """Run this thread's torch ops inline, not through torch's intra-op pool. With ATen's
+    OpenMP backend the thread count is each thread's own, so a helper thread gets one while the
+    model's thread keeps its own; with a process-wide pool nothing is changed.
+
+    Why: the full-resolution colour maths is many small ops on bands of rows. Handed to the
+    shared pool from several threads at once, they oversubscribe the cores: on 2 cores a 1080p
+    frame composed in 18 ms inline against 24-29 ms through the pool (docs/results.md)."""
+    if _openmp():
+        torch.set_num_threads(1)
+
+
+@contextlib.contextmanager
+def torch_ops_inline() -> Iterator[None]:
+    """:func:`inline_ops` for the calling thread, for the duration (its count restored after;
+    that also restores torch's default for threads started later)."""
+    before = torch.get_num_threads()
+    inline_ops()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +40,7 @@ from .color import (
     linear_to_srgb8,
     rgb_to_l,
 )
-from .device import pick_device
+from .device import inline_ops, pick_device, torch_ops_inline
 from .io import pil_to_rgb, read_image, to_float, write_image
 from .models import check_size, load_weights, model_id, resolve_model_path
 from .options import MAX_SATURATION, UPSAMPLERS
@@ -197,13 +198,16 @@ class Colorizer:
             out[:, r0:r1] = rgb_to_l(band).cpu()
         return out
 
-    def compose(self, l: Tensor, ab: Tensor, dtype: np.dtype) -> np.ndarray:
+    def compose(self, l: Tensor, ab: Tensor, dtype: np.dtype,
+                threads: int | None = None) -> np.ndarray:
         """Original L + predicted ab -> RGB in the input's dtype (float stays float).
 
         ``ab`` is full size (2,H,W), or the working-size map of ``predict_ab(full_size=False)``,
         which is upsampled here a band of rows at a time (the values of upsampling it whole).
         8-bit results on the CPU take the fused pass (:class:`~retint.color.Srgb8Bands`) over
-        bands in parallel; 16-bit and float results the exact float LAB maths."""
+        bands on ``threads`` threads (default: torch's count); 16-bit and float results the
+        exact float LAB maths. A pipeline whose stages already fill the cores (a film) passes
+        ``threads=1``: the pass then runs in the caller's thread."""
         h, w = l.shape[-2:]
         floating = np.issubdtype(dtype, np.floating)
         out_dtype = dtype if floating else np.uint16 if dtype == np.uint16 else np.uint8
@@ -218,7 +222,7 @@ class Colorizer:
             full = self.full_size_ab(l.to(ab.device), ab.float())
             ab_rows = lambda r0, r1: full[:, r0:r1]  # noqa: E731
         if out_dtype == np.uint8 and ab.device.type == "cpu":
-            _srgb8_bands(l[0].cpu(), ab_rows, out)
+            _srgb8_bands(l[0].cpu(), ab_rows, out, threads)
             return out
         for r0, r1 in _bands(h, w):
             lab = torch.cat((l[:, r0:r1].to(ab.device).clamp(0.0, 1.0) * L_SCALE,
@@ -336,30 +340,58 @@ def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return i0, np.minimum(i0 + 1, n_in - 1), np.float32(1.0) - w1, w1
 
 
-def _srgb8_bands(l: Tensor, ab_rows: Callable[[int, int], Tensor], out: np.ndarray) -> None:
-    """The fused 8-bit pass over bands of rows, on ``COMPOSE_THREADS`` threads (by default
-    ``torch.get_num_threads()``; torch and NumPy release the GIL, each thread keeps its own
-    buffers). Its torch ops are small and run inline in those threads, never through torch's
-    own intra-op pool: on busy cores that pool's barriers cost more than the maths."""
+#: The compose threads, kept for the process (a film composes a frame every few ms); made again
+#: in a forked child, where the parent's threads do not exist.
+_POOL: dict[int, ThreadPoolExecutor] = {}
+os.register_at_fork(after_in_child=_POOL.clear)
+
+
+def _compose_pool(workers: int) -> ThreadPoolExecutor:
+    """The process's pool of ``workers`` compose threads, started on first use. Every thread
+    is started at once (a barrier), and torch's default for threads started later is then set
+    back to the caller's count: ``set_num_threads`` also sets that default."""
+    pool = _POOL.get(workers)
+    if pool is None:
+        before = torch.get_num_threads()
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="retint-compose",
+                                  initializer=inline_ops)
+        barrier = threading.Barrier(workers)
+        for _ in pool.map(lambda _: barrier.wait(), range(workers)):
+            pass
+        torch.set_num_threads(before)
+        _POOL[workers] = pool
+    return pool
+
+
+def _srgb8_bands(l: Tensor, ab_rows: Callable[[int, int], Tensor], out: np.ndarray,
+                 threads: int | None = None) -> None:
+    """The fused 8-bit pass over bands of rows, on ``threads`` threads (by default
+    ``COMPOSE_THREADS``, else ``torch.get_num_threads()``) of a pool kept for the process;
+    torch and NumPy release the GIL, and each thread keeps its own buffers
+    (:class:`~retint.color.Srgb8Bands`) from band to band and frame to frame. The torch ops
+    run inline in those threads (:func:`~retint.device.inline_ops`); one thread is the
+    caller's own."""
     h, w = out.shape[:2]
     bands = _bands(h, w, FUSED_BAND_PIXELS)
-    local = threading.local()
 
     def band(rows: tuple[int, int]) -> None:
-        kernel = getattr(local, "kernel", None)
+        kernel = getattr(_KERNELS, "kernel", None)
         if kernel is None:
-            kernel = local.kernel = Srgb8Bands()
+            kernel = _KERNELS.kernel = Srgb8Bands()
         r0, r1 = rows
         kernel(l[r0:r1], ab_rows(r0, r1).float(), out[r0:r1])
 
-    workers = min(COMPOSE_THREADS or torch.get_num_threads(), len(bands))
-    if workers <= 1 and torch.get_num_threads() == 1:
-        for rows in bands:
-            band(rows)
+    workers = min(threads or COMPOSE_THREADS or torch.get_num_threads(), len(bands))
+    if workers <= 1:
+        with torch_ops_inline():
+            for rows in bands:
+                band(rows)
         return
-    with ThreadPoolExecutor(workers, thread_name_prefix="retint-compose") as pool:
-        for _ in pool.map(band, bands):
-            pass
+    for _ in _compose_pool(workers).map(band, bands):
+        pass
+
+
+_KERNELS = threading.local()  # each thread's Srgb8Bands, its buffers reused
 
 
 def _bands(h: int, w: int, pixels: int = BAND_PIXELS) -> list[tuple[int, int]]:

@@ -1,6 +1,6 @@
 """``retint video``: colorize a film with PyAV, keeping its sound, timing and orientation.
 
-Frames stream through three threads with bounded queues between them (memory is flat whatever
+Frames stream through four threads with bounded queues between them (memory is flat whatever
 the length), and take the photo path: ``Colorizer.lightness`` -> ``predict_ab`` -> ``compose``,
 i.e. colour predicted at the working size and merged with each frame's full-resolution
 lightness. A black-and-white frame is read from its Y plane alone (:func:`frame_lightness`).
@@ -297,6 +297,18 @@ def _y_to_gray8() -> np.ndarray:
     return np.clip(np.round((y - 16.0) * 255.0 / 219.0), 0, 255).astype(np.uint8)
 
 
+@functools.cache
+def _y_to_lightness(full_range: bool) -> np.ndarray:
+    """Y -> L/100 in one 256-entry table: the gray table of the photo path
+    (:func:`~retint.color.lightness_from_gray8`) of the gray each Y stands for."""
+    import numpy as np
+
+    from .color import lightness_from_gray8
+
+    levels = np.arange(256, dtype=np.uint8)
+    return lightness_from_gray8(levels if full_range else _y_to_gray8())
+
+
 def _plane(frame: Any, index: int) -> np.ndarray:
     import numpy as np
 
@@ -309,9 +321,10 @@ def frame_lightness(frame: Any, colorizer: Colorizer, turns: int) -> Tensor:
     """Full-resolution L/100 (1,H,W) of a decoded frame, upright.
 
     A black-and-white frame (Y with neutral chroma, checked on every frame) is read from its Y
-    plane alone, through the 8-bit gray it stands for and the gray table: no conversion to RGB
-    and a third of the work. Any other frame takes the photo path from RGB."""
+    plane alone, by one table from Y to the L of the 8-bit gray it stands for: no conversion to
+    RGB, and one pass over the pixels. Any other frame takes the photo path from RGB."""
     import numpy as np
+    import torch
 
     name = frame.format.name
     if name in Y_FORMATS and all(p.line_size > 0 for p in frame.planes):  # not bottom-up
@@ -319,19 +332,20 @@ def frame_lightness(frame: Any, colorizer: Colorizer, turns: int) -> Tensor:
             int(c.min()) >= 128 - GRAY_CHROMA and int(c.max()) <= 128 + GRAY_CHROMA
             for c in (_plane(frame, 1), _plane(frame, 2)))
         if neutral:
-            y = _plane(frame, 0)
             full_range = name == "gray" or name.startswith("yuvj") or frame.color_range == 2
-            gray = y if full_range else _y_to_gray8()[y]
-            return colorizer.lightness(np.ascontiguousarray(np.rot90(gray, turns)))
+            table = _y_to_lightness(full_range)
+            return torch.from_numpy(table[np.rot90(_plane(frame, 0), turns)])[None]
     return colorizer.lightness(np.rot90(frame.to_ndarray(format="rgb24"), turns))
 
 
 # ---------------------------------------------------------------- the pipeline
-# Three threads overlap the work of a film, with bounded queues between them so that memory
-# stays flat: the reader demuxes, decodes and takes each frame's L; the caller's thread predicts
-# and stabilises the colour a batch at a time; the writer composes each frame at full
-# resolution, encodes it and muxes it (audio packets too, in the order they were read). Decoding,
-# the network, the compose bands and the encoder all release the GIL.
+# Four stages overlap the work of a film, with bounded queues between them so that memory stays
+# flat: the reader demuxes, decodes and takes each frame's L; the caller's thread predicts and
+# stabilises the colour a batch at a time; the composer makes each frame's full-resolution RGB;
+# the writer encodes it and muxes it (audio packets too, in the order they were read). Composing
+# and encoding were one stage, which was then the slowest, at 1080p on 2 cores. Decoding, the
+# network, the compose pass and the encoder all release the GIL. Each stage runs on one thread
+# of its own (the compose pass too), as the stages already share the cores.
 
 QUEUE_FRAMES = 8  # frames that may wait between two stages (a 4K frame's L is 33 MB)
 _END = "end"
@@ -384,17 +398,27 @@ def _get(q: queue.Queue, stop: threading.Event) -> Any:
 def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, out: Any,
          vout: Any, turns: int, start: float | None, end: float | None, progress: bool,
          report: VideoReport) -> None:
-    """Read, colour and write the film through the three stages; re-raise the first failure."""
+    """Read, colour, compose and write the film through the four stages; re-raise the first
+    failure."""
+    import torch
     from tqdm import tqdm
+
+    from .device import torch_ops_inline
 
     c = job.colorizer
     frames_q: queue.Queue = queue.Queue(QUEUE_FRAMES)
     colour_q: queue.Queue = queue.Queue(QUEUE_FRAMES)
+    encode_q: queue.Queue = queue.Queue(QUEUE_FRAMES)
     stop = threading.Event()
     tb = vin.time_base
     offset = round((start or 0.0) / tb)
     bar = tqdm(total=_expected_frames(inp, vin, start, end), unit="frame",
                disable=not progress, dynamic_ncols=True)
+    # the composer gets half the cores (one of two), the other stages share the rest; with ONNX
+    # Runtime (threads of its own) the colour stage's small torch ops run inline: on 2 cores the
+    # fast model then runs a 480p film at 50 fps against 41 (docs/results.md, films)
+    compose_threads = max(1, torch.get_num_threads() // 2)
+    inline = torch_ops_inline() if c.runtime == "onnx" else contextlib.nullcontext()
 
     def read() -> None:
         for kind, item in _demux(inp, vin, ains, aouts, start, end):
@@ -403,26 +427,36 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
             _put(frames_q, (kind, item), stop)
         _put(frames_q, (_END, None), stop)
 
-    def write() -> None:
+    def compose() -> None:
         import av
         import numpy as np
 
         while True:
             kind, item = _get(colour_q, stop)
+            if kind == "frame":
+                pts, time_base, l, ab = item
+                if job.hints:  # every frame: the smoothed colour carries a hint past its range
+                    from .hints import keep_in_gamut
+
+                    ab = keep_in_gamut(l, c.full_size_ab(l, ab))
+                rgb = c.compose(l, ab, np.uint8, threads=compose_threads)
+                rgb = np.ascontiguousarray(np.rot90(rgb, -turns))
+                new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                new.pts, new.time_base = pts - offset, time_base
+                item = new
+            _put(encode_q, (kind, item), stop)
+            if kind == _END:
+                return
+
+    def write() -> None:
+        while True:
+            kind, item = _get(encode_q, stop)
             if kind == _END:
                 break
             if kind == "packet":
                 out.mux(item)
                 continue
-            pts, time_base, l, ab = item
-            if job.hints:  # every frame: the smoothed colour carries a hint past its range
-                from .hints import keep_in_gamut
-
-                ab = keep_in_gamut(l, c.full_size_ab(l, ab))
-            rgb = np.ascontiguousarray(np.rot90(c.compose(l, ab, np.uint8), -turns))
-            new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            new.pts, new.time_base = pts - offset, time_base
-            out.mux(vout.encode(new))
+            out.mux(vout.encode(item))
             bar.update(1)
         out.mux(vout.encode(None))
 
@@ -438,25 +472,27 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
     stages: list[_Stage] = []
     try:
         try:
-            stages += [_Stage("retint-read", read, stop), _Stage("retint-write", write, stop)]
-            while True:
-                kind, item = _get(frames_q, stop)
-                if kind == _END:
-                    break
-                if kind == "packet":
-                    _put(colour_q, (kind, item), stop)
-                    continue
-                batch.append(item)
-                if len(batch) >= c.batch_size:
+            with inline:
+                stages += [_Stage(f"retint-{stage.__name__}", stage, stop)
+                           for stage in (read, compose, write)]
+                while True:
+                    kind, item = _get(frames_q, stop)
+                    if kind == _END:
+                        break
+                    if kind == "packet":
+                        _put(colour_q, (kind, item), stop)
+                        continue
+                    batch.append(item)
+                    if len(batch) >= c.batch_size:
+                        flush()
+                if batch:
                     flush()
-            if batch:
-                flush()
-            _put(colour_q, (_END, None), stop)
-            stages[1].thread.join()
+                _put(colour_q, (_END, None), stop)
+                stages[2].thread.join()
         except _Abandoned:
             pass  # a stage failed: its error is raised below
     finally:
-        stop.set()  # on success both stages are done; otherwise they leave at their next wait
+        stop.set()  # on success the stages are done; otherwise they leave at their next wait
         for stage in stages:
             stage.thread.join()
         bar.total = report.frames  # the container's estimate can be a frame off

@@ -213,7 +213,7 @@ def test_pyramid_taps_are_the_last_block_at_each_stride(encoder):
     not (a tap is the last block at its stride)."""
     from retint.models.backbone import pyramid_taps
 
-    assert pyramid_taps(encoder.net) == {4: 2, 8: 4, 16: 10, 32: 15} == encoder.taps
+    assert pyramid_taps(encoder.net) == {4: 2, 8: 4, 16: 10, 32: 15}
     net = load_imagenet_net("efficientnet-lite1")
     taps = pyramid_taps(net)
     x = net._swish(net._bn0(net._conv_stem(torch.zeros(1, 3, 64, 64))))

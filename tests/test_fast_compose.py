@@ -180,6 +180,8 @@ def test_compose_threads_leave_torchs_thread_counts_alone(colorizer, monkeypatch
         assert inside == (1 if "OpenMP" in torch.__config__.parallel_info() else 2)
     finally:
         torch.set_num_threads(saved)
+        for pool in inference._POOL.values():
+            pool.shutdown()
 
 
 def test_colorize_many_matches_upsampling_the_whole_map(colorizer):

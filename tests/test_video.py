@@ -367,14 +367,24 @@ def test_a_film_on_the_onnx_runtime_gives_torchs_frames(clip, model_files, tmp_p
     at most where a rounding flipped."""
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
+    import threading
+
     monkeypatch.setenv("RETINT_CACHE", str(tmp_path / "cache"))
     frames = {}
+    threads = torch.get_num_threads()
     for runtime in ("torch", "onnx"):
         dst = tmp_path / f"{runtime}.mp4"
         assert cli(["video", str(clip["path"]), "-o", str(dst), "--model",
                     str(model_files["teacher"]), "--size", "64", "--runtime", runtime,
                     "--crf", "10"]) == 0
         frames[runtime] = decode(dst)[0]
+        # the colour stage ran its torch ops inline on onnx; this thread's count, and the one
+        # a thread started afterwards gets, are what they were
+        seen: list[int] = []
+        later = threading.Thread(target=lambda s=seen: s.append(torch.get_num_threads()))
+        later.start()
+        later.join()
+        assert torch.get_num_threads() == threads and seen == [threads]
     assert len(frames["onnx"]) == len(frames["torch"]) == len(clip["frames"])
     diffs = [np.abs(a.astype(int) - b.astype(int))
              for a, b in zip(frames["onnx"], frames["torch"], strict=True)]

@@ -8,8 +8,10 @@ training stack.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -71,29 +73,44 @@ def describe_device(device: torch.device) -> str:
 # ---------------------------------------------------------------- threads of small torch ops
 
 
+@functools.cache
 def _openmp() -> bool:
     return "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
 
+_PIN = threading.Lock()
+
+
 def inline_ops() -> None:
-    """Run this thread's torch ops inline, not through torch's intra-op pool. With ATen's
-    OpenMP backend the thread count is each thread's own, so a helper thread gets one while the
-    model's thread keeps its own; with a process-wide pool nothing is changed.
+    """Run this thread's torch ops inline from now on, not through torch's intra-op pool.
 
     Why: the full-resolution colour maths is many small ops on bands of rows. Handed to the
-    shared pool from several threads at once, they oversubscribe the cores: on 2 cores a 1080p
-    frame composed in 18 ms inline against 24-29 ms through the pool (docs/results.md)."""
-    if _openmp():
+    shared pool from several threads at once, they oversubscribe the cores (measured in
+    docs/results.md, the fast full-resolution path: ``scripts/compose_threads.py``).
+
+    With ATen's OpenMP backend a thread count is each thread's own, but ``set_num_threads``
+    also sets the default that threads get at their first torch op; a short-lived thread sets
+    that default back, so only this thread changes. With a process-wide pool, nothing is done.
+    """
+    if not _openmp():
+        return
+    with _PIN:
+        before = torch.get_num_threads()
+        if before == 1:
+            return
         torch.set_num_threads(1)
+        restore = threading.Thread(target=torch.set_num_threads, args=(before,))
+        restore.start()
+        restore.join()
 
 
 @contextlib.contextmanager
 def torch_ops_inline() -> Iterator[None]:
-    """:func:`inline_ops` for the calling thread, for the duration (its count restored after;
-    that also restores torch's default for threads started later)."""
+    """:func:`inline_ops` for the calling thread, for the duration (its count restored after)."""
     before = torch.get_num_threads()
     inline_ops()
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

@@ -206,8 +206,8 @@ class Colorizer:
         which is upsampled here a band of rows at a time (the values of upsampling it whole).
         8-bit results on the CPU take the fused pass (:class:`~retint.color.Srgb8Bands`) over
         bands on ``threads`` threads (default: torch's count); 16-bit and float results the
-        exact float LAB maths. A pipeline whose stages already fill the cores (a film) passes
-        ``threads=1``: the pass then runs in the caller's thread."""
+        exact float LAB maths. A pipeline whose stages already share the cores (a film) passes
+        fewer threads; one runs the pass in the caller's thread."""
         h, w = l.shape[-2:]
         floating = np.issubdtype(dtype, np.floating)
         out_dtype = dtype if floating else np.uint16 if dtype == np.uint16 else np.uint8
@@ -343,24 +343,26 @@ def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndar
 #: The compose threads, kept for the process (a film composes a frame every few ms); made again
 #: in a forked child, where the parent's threads do not exist.
 _POOL: dict[int, ThreadPoolExecutor] = {}
-os.register_at_fork(after_in_child=_POOL.clear)
+_POOL_LOCK = threading.Lock()
+
+
+def _forget_pools() -> None:
+    global _POOL_LOCK
+    _POOL.clear()
+    _POOL_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
 
 
 def _compose_pool(workers: int) -> ThreadPoolExecutor:
-    """The process's pool of ``workers`` compose threads, started on first use. Every thread
-    is started at once (a barrier), and torch's default for threads started later is then set
-    back to the caller's count: ``set_num_threads`` also sets that default."""
-    pool = _POOL.get(workers)
-    if pool is None:
-        before = torch.get_num_threads()
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="retint-compose",
-                                  initializer=inline_ops)
-        barrier = threading.Barrier(workers)
-        for _ in pool.map(lambda _: barrier.wait(), range(workers)):
-            pass
-        torch.set_num_threads(before)
-        _POOL[workers] = pool
-    return pool
+    """The process's pool of ``workers`` compose threads, each running its torch ops inline."""
+    with _POOL_LOCK:
+        pool = _POOL.get(workers)
+        if pool is None:
+            pool = _POOL[workers] = ThreadPoolExecutor(
+                workers, thread_name_prefix="retint-compose", initializer=inline_ops)
+        return pool
 
 
 def _srgb8_bands(l: Tensor, ab_rows: Callable[[int, int], Tensor], out: np.ndarray,
@@ -381,9 +383,9 @@ def _srgb8_bands(l: Tensor, ab_rows: Callable[[int, int], Tensor], out: np.ndarr
         r0, r1 = rows
         kernel(l[r0:r1], ab_rows(r0, r1).float(), out[r0:r1])
 
-    workers = min(threads or COMPOSE_THREADS or torch.get_num_threads(), len(bands))
-    if workers <= 1:
-        with torch_ops_inline():
+    workers = threads or COMPOSE_THREADS or torch.get_num_threads()
+    if workers <= 1 or len(bands) == 1:
+        with torch_ops_inline():  # a thread already running its ops inline changes nothing
             for rows in bands:
                 band(rows)
         return

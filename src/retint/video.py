@@ -344,10 +344,12 @@ def frame_lightness(frame: Any, colorizer: Colorizer, turns: int) -> Tensor:
 # stabilises the colour a batch at a time; the composer makes each frame's full-resolution RGB;
 # the writer encodes it and muxes it (audio packets too, in the order they were read). Composing
 # and encoding were one stage, which was then the slowest, at 1080p on 2 cores. Decoding, the
-# network, the compose pass and the encoder all release the GIL. Each stage runs on one thread
-# of its own (the compose pass too), as the stages already share the cores.
+# network, the compose pass and the encoder all release the GIL. The composer gets half of
+# torch's threads (on 2 cores one, its own), and with ONNX Runtime the colour stage's torch ops
+# run inline, since the stages already share the cores.
 
 QUEUE_FRAMES = 8  # frames that may wait between two stages (a 4K frame's L is 33 MB)
+ENCODE_QUEUE = 3  # composed RGB frames waiting for the encoder (25 MB each at 4K)
 _END = "end"
 
 
@@ -403,12 +405,12 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
     import torch
     from tqdm import tqdm
 
-    from .device import torch_ops_inline
+    from .device import inline_ops, torch_ops_inline
 
     c = job.colorizer
     frames_q: queue.Queue = queue.Queue(QUEUE_FRAMES)
     colour_q: queue.Queue = queue.Queue(QUEUE_FRAMES)
-    encode_q: queue.Queue = queue.Queue(QUEUE_FRAMES)
+    encode_q: queue.Queue = queue.Queue(ENCODE_QUEUE)
     stop = threading.Event()
     tb = vin.time_base
     offset = round((start or 0.0) / tb)
@@ -416,7 +418,7 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
                disable=not progress, dynamic_ncols=True)
     # the composer gets half the cores (one of two), the other stages share the rest; with ONNX
     # Runtime (threads of its own) the colour stage's small torch ops run inline: on 2 cores the
-    # fast model then runs a 480p film at 50 fps against 41 (docs/results.md, films)
+    # fast model then ran a 480p film at 42-50 fps against 35-41 (docs/results.md, films)
     compose_threads = max(1, torch.get_num_threads() // 2)
     inline = torch_ops_inline() if c.runtime == "onnx" else contextlib.nullcontext()
 
@@ -431,6 +433,8 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
         import av
         import numpy as np
 
+        if compose_threads == 1:
+            inline_ops()  # this thread's ops run inline, pinned once for the film
         while True:
             kind, item = _get(colour_q, stop)
             if kind == "frame":
@@ -470,9 +474,9 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
         batch.clear()
 
     stages: list[_Stage] = []
-    try:
+    with inline:  # the film's whole run, stages joined inside
         try:
-            with inline:
+            try:
                 stages += [_Stage(f"retint-{stage.__name__}", stage, stop)
                            for stage in (read, compose, write)]
                 while True:
@@ -489,15 +493,15 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
                     flush()
                 _put(colour_q, (_END, None), stop)
                 stages[2].thread.join()
-        except _Abandoned:
-            pass  # a stage failed: its error is raised below
-    finally:
-        stop.set()  # on success the stages are done; otherwise they leave at their next wait
-        for stage in stages:
-            stage.thread.join()
-        bar.total = report.frames  # the container's estimate can be a frame off
-        bar.refresh()
-        bar.close()
+            except _Abandoned:
+                pass  # a stage failed: its error is raised below
+        finally:
+            stop.set()  # on success the stages are done; otherwise they leave at their next wait
+            for stage in stages:
+                stage.thread.join()
+            bar.total = report.frames  # the container's estimate can be a frame off
+            bar.refresh()
+            bar.close()
     for stage in stages:
         if stage.error is not None:
             raise stage.error

@@ -40,14 +40,13 @@ from .color import (
     linear_to_srgb8,
     rgb_to_l,
 )
-from .device import inline_ops, pick_device, torch_ops_inline
+from .device import inline_ops, pick_device
 from .io import pil_to_rgb, read_image, to_float, write_image
 from .models import check_size, load_weights, model_id, resolve_model_path
 from .options import MAX_SATURATION, UPSAMPLERS
 
 BAND_PIXELS = 2_000_000  # full-resolution colour maths in bands of rows: bounded memory
 FUSED_BAND_PIXELS = 65_536  # the fused 8-bit pass: ~4 MB of buffers per thread, cache-sized
-COMPOSE_THREADS: int | None = None  # threads of the fused pass; None: torch.get_num_threads()
 GUIDED_RADIUS = 2  # the guided filter's window, working-size pixels (5x5)
 GUIDED_EPS = 1e-2  # its regularisation, in (L/100)^2: edges weaker than ~0.1 L/100 are ignored
 
@@ -344,6 +343,7 @@ def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndar
 #: in a forked child, where the parent's threads do not exist.
 _POOL: dict[int, ThreadPoolExecutor] = {}
 _POOL_LOCK = threading.Lock()
+_KERNELS = threading.local()  # each thread's Srgb8Bands, its buffers reused
 
 
 def _forget_pools() -> None:
@@ -368,11 +368,12 @@ def _compose_pool(workers: int) -> ThreadPoolExecutor:
 def _srgb8_bands(l: Tensor, ab_rows: Callable[[int, int], Tensor], out: np.ndarray,
                  threads: int | None = None) -> None:
     """The fused 8-bit pass over bands of rows, on ``threads`` threads (by default
-    ``COMPOSE_THREADS``, else ``torch.get_num_threads()``) of a pool kept for the process;
-    torch and NumPy release the GIL, and each thread keeps its own buffers
-    (:class:`~retint.color.Srgb8Bands`) from band to band and frame to frame. The torch ops
-    run inline in those threads (:func:`~retint.device.inline_ops`); one thread is the
-    caller's own."""
+    ``torch.get_num_threads()``) of a pool kept for the process; torch and NumPy release the
+    GIL, and each thread keeps its own buffers (:class:`~retint.color.Srgb8Bands`) from band to
+    band and frame to frame. The pool's threads run their torch ops inline
+    (:func:`~retint.device.inline_ops`). One thread, or one band, is the caller's own thread
+    as it is: pinning it here and back would cost more than the band (changing torch's thread
+    count rebuilds its pools), so a pipeline stage pins its thread once instead."""
     h, w = out.shape[:2]
     bands = _bands(h, w, FUSED_BAND_PIXELS)
 
@@ -383,17 +384,14 @@ def _srgb8_bands(l: Tensor, ab_rows: Callable[[int, int], Tensor], out: np.ndarr
         r0, r1 = rows
         kernel(l[r0:r1], ab_rows(r0, r1).float(), out[r0:r1])
 
-    workers = threads or COMPOSE_THREADS or torch.get_num_threads()
+    workers = threads or torch.get_num_threads()
     if workers <= 1 or len(bands) == 1:
-        with torch_ops_inline():  # a thread already running its ops inline changes nothing
-            for rows in bands:
-                band(rows)
+        for rows in bands:
+            band(rows)
         return
     for _ in _compose_pool(workers).map(band, bands):
         pass
 
-
-_KERNELS = threading.local()  # each thread's Srgb8Bands, its buffers reused
 
 
 def _bands(h: int, w: int, pixels: int = BAND_PIXELS) -> list[tuple[int, int]]:

@@ -109,6 +109,14 @@ RECIPES: dict[str, tuple[str, dict]] = {
                                                 kd_sharpen=1.2)),
     "pool-aged": ("pool-pyramid with half the crops' L aged (grain, blur, fading, scratches, "
                   "JPEG)", dict(POOLED, pyramid=True, old_photo=0.5)),
+    "pool-long": ("pool-aged, 12,000 more steps (a second warm-up + cosine cycle; lever 6, "
+                  "length)", dict(POOLED, pyramid=True, old_photo=0.5, init="pool-aged",
+                                  steps=12000, lr=1.5e-4)),
+    "pool-gpu": ("pool-aged trained on a lent GPU for a time budget (scripts/gpu_train.py): the "
+                 "pool (long side 256) held in GPU memory, batch 256, bf16, channels_last",
+                 dict(POOLED, pyramid=True, old_photo=0.5, init="pool-aged", steps=0,
+                      batch_size=256, lr=4e-4, warmup=200, val_every=1000, ckpt_every=2000,
+                      data_on_device=True, workers=0, device="cuda")),
     "student-small": ("half-width plain student (16 % of the teacher's MACs), distilled from "
                       "pool-aged from scratch: latent (1x1 adapter) + output + truth, half the "
                       "crops aged", dict(STUDENT, teacher="pool-aged", width=0.5, steps=4000,
@@ -193,21 +201,26 @@ def config(name: str, data: list[str], runs: Path = RUNS) -> TrainConfig:
 # ---------------------------------------------------------------- commands
 
 
-def cmd_pool(args: argparse.Namespace) -> None:
-    """Copies of the photos with the long side at most POOL_SIDE px, same folder names."""
+def make_pool(data: list[str], out: Path, side: int = POOL_SIDE, quality: int = 95) -> None:
+    """Copies of the photos with the long side at most ``side`` px, as JPEGs of ``quality``
+    (Pillow's default 4:2:0 chroma), under ``out`` with the same folder and file names, so
+    that the split keys and the held-out photos are the same."""
     from retint.data import list_photos
 
-    for root in map(Path, args.data):
-        out = POOL / root.name
+    for root in map(Path, data):
         for photo in list_photos([root]):
-            dst = out / Path(photo.key).relative_to(root.name)
+            dst = out / root.name / Path(photo.key).relative_to(root.name)
             if dst.exists():
                 continue
             dst.parent.mkdir(parents=True, exist_ok=True)
             with Image.open(photo.path) as im:
                 im = im.convert("RGB")
-                im.thumbnail((POOL_SIDE, POOL_SIDE), Image.Resampling.LANCZOS)
-                im.save(dst, quality=95)
+                im.thumbnail((side, side), Image.Resampling.LANCZOS)
+                atomic_write(dst, lambda tmp, im=im: im.save(tmp, format="JPEG", quality=quality))
+
+
+def cmd_pool(args: argparse.Namespace) -> None:
+    make_pool(args.data, POOL)
     print(f"pool in {POOL}")
 
 

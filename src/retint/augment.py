@@ -4,89 +4,155 @@ Real old prints and films differ from a clean photo's lightness: film grain, sof
 faded or crushed contrast, an odd tone curve, dust and scratches, JPEG blocking from a careless
 scan. :func:`age_lightness` applies a random mix of these to a share of a training batch's L,
 while the target colour stays the clean photo's, so the model learns to see through them.
-Everything is drawn from one ``torch.Generator``: a run with a seed replays its degradations.
+
+Every defect is applied to the whole batch at once, on the batch's own device, so a run whose
+photos live on a GPU ages them there without a trip through the CPU (JPEG blocking is the codec's
+own 8x8 DCT quantisation, done in tensors). Each image's choices and strengths are drawn from one
+CPU ``torch.Generator``, its noise from a device generator seeded from it: a run with a seed
+replays its degradations on the same kind of device.
 """
 
 from __future__ import annotations
 
-import io
+import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
-
-def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=g))
-
-
-def _chance(g: torch.Generator, p: float) -> bool:
-    return float(torch.rand((), generator=g)) < p
-
-
-def _blur(l: Tensor, sigma: float) -> Tensor:
-    radius = max(1, int(3 * sigma + 0.5))
-    x = torch.arange(-radius, radius + 1, dtype=l.dtype, device=l.device)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = (k / k.sum()).view(1, 1, 1, -1)
-    l = F.conv2d(F.pad(l[None], (radius, radius, 0, 0), mode="replicate"), k)
-    return F.conv2d(F.pad(l, (0, 0, radius, radius), mode="replicate"), k.transpose(-1, -2))[0]
+#: The JPEG standard's luminance quantisation table (quality 50), row by row.
+JPEG_LUMA_TABLE = torch.tensor([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+], dtype=torch.float32).view(8, 8)
+BLUR_RADIUS = 5  # taps each side: 3 sigma of the strongest soft focus (1.8 px)
 
 
-def _jpeg(l: Tensor, quality: int) -> Tensor:
-    gray = Image.fromarray((l[0].clamp(0, 1) * 255).round().byte().cpu().numpy(), "L")
-    buf = io.BytesIO()
-    gray.save(buf, format="JPEG", quality=quality)
-    back = np.asarray(Image.open(buf), dtype=np.float32) / 255.0
-    return torch.from_numpy(back).to(l)[None]
+def _dct_matrix() -> Tensor:
+    """The orthonormal 8-point DCT-II, as the JPEG codec applies it to each block's rows."""
+    k, n = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    m = torch.cos((2 * n + 1) * k * math.pi / 16) * math.sqrt(2 / 8)
+    m[0] /= math.sqrt(2)
+    return m
+
+
+def jpeg_table(quality: Tensor) -> Tensor:
+    """(B,) qualities in [1, 100] -> (B, 8, 8) quantisation tables, scaled as libjpeg does."""
+    q = quality.float().clamp(1, 100)
+    scale = torch.where(q < 50, 5000 / q, 200 - 2 * q)
+    table = JPEG_LUMA_TABLE.to(q.device) * scale.view(-1, 1, 1)
+    return ((table + 50) / 100).floor().clamp(1, 255)
+
+
+def jpeg_blocks(l: Tensor, quality: Tensor) -> Tensor:
+    """L (B,1,H,W) in [0,1] as a grayscale baseline JPEG at each image's ``quality`` would
+    decode it: 8-bit levels, edge blocks padded by repetition, each 8x8 block's DCT
+    coefficients rounded to the quality's table."""
+    b, _, h, w = l.shape
+    ph, pw = -h % 8, -w % 8
+    v = F.pad((l * 255).round(), (0, pw, 0, ph), mode="replicate")[:, 0] - 128
+    hb, wb = v.shape[1] // 8, v.shape[2] // 8
+    blocks = v.view(b, hb, 8, wb, 8).transpose(2, 3)  # (B, hb, wb, 8, 8)
+    d = _dct_matrix().to(l.device)
+    table = jpeg_table(quality).to(l.device).view(b, 1, 1, 8, 8)
+    coef = ((d @ blocks @ d.T) / table).round() * table
+    out = (d.T @ coef @ d).transpose(2, 3).reshape(b, hb * 8, wb * 8) + 128
+    return (out.clamp(0, 255).round() / 255)[:, None, :h, :w]
+
+
+def _blur(l: Tensor, sigma: Tensor) -> Tensor:
+    """Separable Gaussian blur of each image (B,1,H,W) by its own ``sigma`` (B,), edges
+    replicated; each kernel is cut at 3 sigma (at least one tap each side)."""
+    b = l.shape[0]
+    t = torch.arange(-BLUR_RADIUS, BLUR_RADIUS + 1, dtype=l.dtype, device=l.device)
+    s = sigma.to(l).view(b, 1)
+    radius = (3 * s + 0.5).floor().clamp(1, BLUR_RADIUS)
+    k = torch.exp(-0.5 * (t / s) ** 2) * (t.abs() <= radius)
+    k = (k / k.sum(1, keepdim=True)).view(b, 1, 1, -1)
+    r = BLUR_RADIUS
+    x = F.conv2d(F.pad(l.transpose(0, 1), (r, r, 0, 0), mode="replicate"), k, groups=b)
+    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.transpose(-1, -2), groups=b)
+    return x.transpose(0, 1)
 
 
 def _scratches_and_dust(l: Tensor, g: torch.Generator) -> Tensor:
-    _, h, w = l.shape
-    out = l.clone()
-    for _ in range(int(torch.randint(1, 4, (), generator=g))):  # vertical scratches
-        x = int(torch.randint(0, w, (), generator=g))
-        out[:, :, x : x + 1] = 1.0 if _chance(g, 0.7) else 0.05
-    spots = int(torch.randint(3, 20, (), generator=g))  # dust: small light or dark specks
-    ys = torch.randint(0, h, (spots,), generator=g)
-    xs = torch.randint(0, w, (spots,), generator=g)
-    for y, x in zip(ys.tolist(), xs.tolist(), strict=True):
-        out[:, y : y + 2, x : x + 2] = 0.95 if _chance(g, 0.5) else 0.1
-    return out
+    """1-3 full-height scratches (light, or dark) and 3-19 specks of 2x2 dust per image."""
+    b, _, h, w = l.shape
+    dev = l.device
+
+    def marks(n_lo: int, n_hi: int, most: int, p_light: float) -> tuple[Tensor, Tensor, Tensor]:
+        """Per image: which of ``most`` marks are drawn, and whether each is light."""
+        count = torch.randint(n_lo, n_hi, (b, 1), generator=g)
+        return (torch.arange(most) < count), torch.rand(b, most, generator=g) < p_light, \
+            torch.arange(b).view(b, 1).expand(b, most)
+
+    drawn, light, image = marks(1, 4, 3, 0.7)  # scratches: whole columns
+    xs = torch.randint(0, w, (b, 3), generator=g)
+    columns = torch.zeros(2, b, w, dtype=torch.bool)
+    columns[light.long()[drawn], image[drawn], xs[drawn]] = True
+    columns = columns.to(dev).view(2, b, 1, 1, w)
+    out = torch.where(columns[1], 1.0, torch.where(columns[0], 0.05, l))
+    drawn, light, image = marks(3, 20, 19, 0.5)  # dust: 2x2 specks
+    ys, xs = torch.randint(0, h, (b, 19), generator=g), torch.randint(0, w, (b, 19), generator=g)
+    specks = torch.zeros(2 * b, 1, h, w)
+    specks[light.long()[drawn] * b + image[drawn], 0, ys[drawn], xs[drawn]] = 1.0
+    specks = F.max_pool2d(F.pad(specks, (1, 0, 1, 0)), 2, stride=1).to(dev) > 0  # y..y+1
+    return torch.where(specks[b:], 0.95, torch.where(specks[:b], 0.1, out))
 
 
-def age_one(l: Tensor, g: torch.Generator) -> Tensor:
-    """One L (1,H,W) in [0,1], degraded by a random mix of old-photo defects."""
-    if _chance(g, 0.5):  # tone curve: gamma
-        l = l.clamp(0, 1) ** _uniform(g, 0.7, 1.5)
-    if _chance(g, 0.5):  # faded (lifted blacks, lowered whites) or crushed contrast
-        if _chance(g, 0.6):
-            lo, hi = _uniform(g, 0.0, 0.25), _uniform(g, 0.75, 1.0)
-            l = lo + (hi - lo) * l
-        else:
-            lo, hi = _uniform(g, 0.0, 0.15), _uniform(g, 0.85, 1.0)
-            l = ((l - lo) / (hi - lo)).clamp(0, 1)
-    if _chance(g, 0.4):  # soft focus
-        l = _blur(l, _uniform(g, 0.5, 1.8))
-    if _chance(g, 0.5):  # film grain, slightly clumped
-        noise = torch.randn(l.shape, generator=g, dtype=l.dtype) * _uniform(g, 0.01, 0.06)
-        l = l + (_blur(noise, 0.6) * 1.5 if _chance(g, 0.5) else noise)
-    if _chance(g, 0.25):
-        l = _scratches_and_dust(l, g)
-    l = l.clamp(0, 1)
-    if _chance(g, 0.3):  # JPEG blocking from a careless scan
-        l = _jpeg(l, int(torch.randint(10, 45, (), generator=g)))
-    return l
+def _on(x: Tensor, on: Tensor, defect) -> Tensor:
+    """``x`` with ``defect(x[i], i)`` applied to the images where ``on`` (B,) holds."""
+    idx = on.nonzero().flatten()
+    if idx.numel() == 0:
+        return x
+    x = x.clone()
+    x[idx] = defect(x[idx], idx)
+    return x
 
 
 def age_lightness(l: Tensor, share: float, g: torch.Generator) -> Tensor:
-    """A batch of L (B,1,H,W) with about ``share`` of its images degraded (the rest clean)."""
+    """A batch of L (B,1,H,W) in [0,1] with about ``share`` of its images degraded by a random
+    mix of old-photo defects; the rest are returned as they are."""
     if share <= 0:
         return l
-    out = l.clone()
-    for i in range(len(l)):
-        if _chance(g, share):
-            out[i] = age_one(l[i].float().cpu(), g).to(l)
-    return out
+    b, dev = l.shape[0], l.device
+
+    def uniform(lo: float, hi: float) -> Tensor:  # one value per image, on l's device
+        return (lo + (hi - lo) * torch.rand(b, generator=g)).to(dev).view(b, 1, 1, 1)
+
+    def chance(p: float) -> Tensor:
+        return (torch.rand(b, generator=g) < p).to(dev)
+
+    noise_gen = torch.Generator(device=dev)
+    noise_gen.manual_seed(int(torch.randint(0, 2**62, (), generator=g)))
+    aged = chance(share)
+    # each draw is made for every image, so one image's choices do not depend on another's
+    gamma_on, gamma = chance(0.5), uniform(0.7, 1.5)  # tone curve
+    tone_on, fade = chance(0.5), chance(0.6).view(b, 1, 1, 1)  # faded or crushed contrast
+    lo = torch.where(fade, uniform(0.0, 0.25), uniform(0.0, 0.15))
+    hi = torch.where(fade, uniform(0.75, 1.0), uniform(0.85, 1.0))
+    blur_on, sigma = chance(0.4), uniform(0.5, 1.8)  # soft focus
+    grain_on, strength, clumped = chance(0.5), uniform(0.01, 0.06), chance(0.5)  # film grain
+    marks_on = chance(0.25)  # scratches and dust
+    jpeg_on, quality = chance(0.3), torch.randint(10, 45, (b,), generator=g)  # careless scan
+
+    def tone(x: Tensor, i: Tensor) -> Tensor:
+        faded = lo[i] + (hi[i] - lo[i]) * x
+        return torch.where(fade[i], faded, ((x - lo[i]) / (hi[i] - lo[i])).clamp(0, 1))
+
+    def grain(x: Tensor, i: Tensor) -> Tensor:
+        noise = torch.randn(x.shape, generator=noise_gen, device=dev) * strength[i]
+        soft = _blur(noise, torch.full((len(i),), 0.6)) * 1.5
+        return x + torch.where(clumped[i].view(-1, 1, 1, 1), soft, noise)
+
+    x = l.float()
+    x = _on(x, aged & gamma_on, lambda x, i: x.clamp(0, 1) ** gamma[i])
+    x = _on(x, aged & tone_on, tone)
+    x = _on(x, aged & blur_on, lambda x, i: _blur(x, sigma[i].flatten()))
+    x = _on(x, aged & grain_on, grain)
+    x = _on(x, aged & marks_on, lambda x, i: _scratches_and_dust(x, g))
+    x = _on(x, aged, lambda x, i: x.clamp(0, 1))
+    x = _on(x, aged & jpeg_on, lambda x, i: jpeg_blocks(x, quality[i.cpu()]))
+    return x.to(l.dtype)

@@ -247,7 +247,8 @@ def _add_training_options(p: argparse.ArgumentParser, arch: str) -> None:
     p.add_argument("-o", "--output", required=True, help="run folder (checkpoints, logs, weights)")
     p.add_argument("--arch", default=arch, choices=["teacher", "student"])
     p.add_argument("--width", type=float, help="width multiplier of the model (default 1)")
-    p.add_argument("--steps", type=int, help="optimizer steps (default 10000)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default 10000; 0 with "
+                   "--time-budget: as many as the budget allows)")
     p.add_argument("--batch-size", type=int, help="global batch size (default 16)")
     p.add_argument("--crop", type=int, help="training crop size, multiple of 16 (default 128)")
     p.add_argument("--max-scale", type=float,
@@ -283,10 +284,15 @@ def _add_training_options(p: argparse.ArgumentParser, arch: str) -> None:
     p.add_argument("--log-every", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="data loading processes (default 2)")
+    p.add_argument("--data-on-device", action="store_true", default=None,
+                   help="hold the training photos on the device and crop them there (for a "
+                   "GPU: keep the photos small, e.g. a pool copy with a long side of 256)")
     p.add_argument("--device", help="auto, cpu, cuda or mps")
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None,
                    help="disable bf16 mixed precision (on CUDA, and CPUs with bf16 units)")
-    p.add_argument("--time-budget", type=float, help="seconds before stopping cleanly")
+    p.add_argument("--time-budget", type=float,
+                   help="seconds before stopping cleanly (with --steps 0: train for this "
+                   "long, the learning rate's cosine spread over the time)")
     p.add_argument("--resume", action="store_true", default=None,
                    help="continue exactly from the run folder's last checkpoint")
     p.add_argument("--tensorboard", action="store_true", default=None)

@@ -226,3 +226,75 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     def __len__(self) -> int:  # pragma: no cover - infinite; DataLoader needs no length
         return 2**62
+
+
+class DeviceCrops:
+    """The training photos held on one device (a GPU) as uint8, and the crops of
+    :class:`RandomCrops` made there in one batched pass, so no loader process decodes or
+    resizes anything while the device trains.
+
+    Each crop is drawn as in :class:`RandomCrops`: the photo's short side shown at
+    ``size * U(1, max_scale)`` (capped at its own short side, and never under ``size``), a
+    random window, mirrored at even odds; here the window is sampled bilinearly
+    (``F.grid_sample``) straight from the stored photo. Keep the stored photos small (a pool
+    copy with a long side near twice the crop) so that the window is shrunk by little: the
+    sampling does not pre-filter. A step's draws are keyed by ``(seed, step)``, so a resumed
+    run replays them.
+    """
+
+    def __init__(self, photos: Sequence[Photo], size: int, max_scale: float = 2.0,
+                 seed: int = 0, device: str | torch.device = "cpu") -> None:
+        arrays = [to_uint8(read_rgb(p.path)) for p in photos]
+        height, width = max(a.shape[0] for a in arrays), max(a.shape[1] for a in arrays)
+        self.photos = torch.zeros((len(arrays), 3, height, width), dtype=torch.uint8,
+                                  device=device)
+        for n, a in enumerate(arrays):  # top-left corner of a canvas the size of the largest
+            self.photos[n, :, : a.shape[0], : a.shape[1]] = torch.from_numpy(a).permute(2, 0, 1)
+        self.sizes = torch.tensor([a.shape[:2] for a in arrays], dtype=torch.float32)  # h, w
+        self.size, self.max_scale, self.seed = size, max_scale, seed
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    @property
+    def nbytes(self) -> int:
+        return self.photos.numel()
+
+    def crops(self, indices: Sequence[int], step: int) -> torch.Tensor:
+        """uint8 (B, 3, size, size) crops of the photos at ``indices``, on their device."""
+        n, size = len(indices), self.size
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        scale, x, y, mirror = torch.rand(4, n, generator=g)
+        h, w = self.sizes[list(indices)].unbind(1)
+        short = torch.minimum(h, w)
+        shown = (size * (1 + (self.max_scale - 1) * scale)).clamp(min=size)
+        shown = torch.minimum(shown, short.clamp(min=size))  # short side as displayed
+        side = short * size / shown  # the window, in the stored photo's pixels
+        cx, cy = x * (w - side) + side / 2, y * (h - side) + side / 2
+        canvas_h, canvas_w = self.photos.shape[2:]
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = torch.where(mirror < 0.5, -1.0, 1.0) * side / canvas_w
+        theta[:, 0, 2] = 2 * cx / canvas_w - 1
+        theta[:, 1, 1] = side / canvas_h
+        theta[:, 1, 2] = 2 * cy / canvas_h - 1
+        device = self.photos.device
+        grid = torch.nn.functional.affine_grid(theta.to(device), [n, 3, size, size],
+                                               align_corners=False)
+        # keep to each photo's own pixel centres: its edge is repeated, the canvas never shows
+        edge = torch.stack([(2 * w - 1) / canvas_w - 1, (2 * h - 1) / canvas_h - 1], 1)
+        first = torch.tensor([1 / canvas_w - 1, 1 / canvas_h - 1])
+        grid = torch.minimum(torch.maximum(grid, first.to(device)),
+                             edge.to(device).view(n, 1, 1, 2))
+        chosen = self.photos[torch.as_tensor(indices, device=device)].float()
+        out = torch.nn.functional.grid_sample(chosen, grid, mode="bilinear",
+                                              padding_mode="border", align_corners=False)
+        return out.round_().clamp_(0, 255).to(torch.uint8)
+
+    def stream(self, sampler: EpochSampler, batch: int, step: int = 0
+               ) -> Iterator[torch.Tensor]:
+        """Batches of crops forever, in ``sampler``'s order (which starts where ``step`` is)."""
+        items = iter(sampler)
+        while True:
+            chosen = [next(items)[1] for _ in range(batch)]
+            yield self.crops(chosen, step)
+            step += 1

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .augment import age_lightness
 from .color import AB_SCALE, model_to_rgb, rgb_to_model
-from .data import EpochSampler, RandomCrops, center_crops, scan_photos
+from .data import DeviceCrops, EpochSampler, RandomCrops, center_crops, scan_photos
 from .device import cpu_has_bf16, describe_device, pick_device
 from .io import atomic_write
 from .losses import (
@@ -79,7 +79,7 @@ class TrainConfig:
     gan_weight: float = 0.0  # weight of the PatchGAN term; 0 = no discriminator
     gan_start: int = 0  # step at which the discriminator joins (pixel-loss pre-training first)
     gan_lr: float = 2e-4
-    steps: int = 10_000
+    steps: int = 10_000  # 0 with a time budget: as many as it allows (see lr_factor)
     batch_size: int = 16  # global: split across processes
     crop: int = 128
     max_scale: float = 2.0
@@ -93,6 +93,9 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     workers: int = 2
+    # hold the training photos on the device and crop them there (data.DeviceCrops): for a
+    # GPU, where loader processes could not keep up; ``workers`` is then unused
+    data_on_device: bool = False
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA, and on CPUs with bf16 units (AVX-512 BF16, AMX)
     time_budget: float = 0.0  # seconds of training before a clean stop; 0 = no limit
@@ -204,11 +207,15 @@ class Objective:
         return loss, parts, pred
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to 5 %."""
+def lr_factor(step: int, cfg: TrainConfig, elapsed: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 5 %: over the steps, or, for a run of ``steps=0``
+    that trains for its time budget, over the seconds (``elapsed`` of them so far)."""
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    if cfg.steps == 0:
+        progress = min(1.0, elapsed / cfg.time_budget)
+    else:
+        progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -384,7 +391,11 @@ class Trainer:
         for name, size in (("crop", cfg.crop), ("val size", cfg.val_size)):
             check_size(name, size)
         self.cfg = cfg
+        if cfg.steps < 0 or (cfg.steps == 0 and cfg.time_budget <= 0):
+            raise SystemExit("error: steps must be positive, or 0 with a time budget")
         self.ddp, self.device = init_distributed(cfg.device)
+        if self.ddp.active and cfg.steps == 0:  # each rank's clock would set its own rate
+            raise SystemExit("error: under torchrun give a number of steps, not steps 0")
         if self.ddp.active and cfg.gan_weight > 0:
             raise SystemExit("error: --gan-weight is not supported under torchrun yet "
                              "(train the GAN stage in one process)")
@@ -452,12 +463,16 @@ class Trainer:
             if t_channels != model.latent_channels:
                 adapter = nn.Conv2d(model.latent_channels, t_channels, kernel_size=1)
         self.net = Net(model, adapter).to(device)
+        if device.type == "cuda":  # NHWC: the layout tensor cores convolve in
+            self.net.to(memory_format=torch.channels_last)
+            if self.objective.teacher is not None:
+                self.objective.teacher.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr,
                                            weight_decay=cfg.weight_decay)
         self.adversary = Adversary(cfg.gan_weight, cfg.gan_start, cfg.gan_lr, device) \
             if cfg.gan_weight > 0 else None
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           lambda s: lr_factor(s, cfg))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, cfg, self._elapsed()))
         self.amp = cfg.amp and (device.type == "cuda"
                                 or (device.type == "cpu" and cpu_has_bf16()))
         self.say(f"model: {cfg.arch} x{cfg.width}"
@@ -501,10 +516,16 @@ class Trainer:
         per_rank_batch = max(1, cfg.batch_size // ddp.world)
         sampler = EpochSampler(len(dataset), cfg.seed, ddp.rank, ddp.world,
                                start=self.step * per_rank_batch)
-        loader = DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler,
-                            num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
-                            persistent_workers=cfg.workers > 0, drop_last=True)
-        self.batches = iter(loader)
+        if cfg.data_on_device:
+            crops = DeviceCrops(self.scan.train, cfg.crop, cfg.max_scale, cfg.seed, self.device)
+            self.say(f"{len(crops)} training photos held on {self.device} "
+                     f"({crops.nbytes / 2**20:.0f} MiB)")
+            self.batches = crops.stream(sampler, per_rank_batch, self.step)
+        else:
+            loader = DataLoader(dataset, batch_size=per_rank_batch, sampler=sampler,
+                                num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
+                                persistent_workers=cfg.workers > 0, drop_last=True)
+            self.batches = iter(loader)
         self.steps_per_epoch = max(1, sampler.per_epoch // per_rank_batch)
         self.val_every = cfg.val_every or self.steps_per_epoch
         self.log = RunLog(self.out, self.step if cfg.resume else None, cfg.tensorboard) \
@@ -516,12 +537,12 @@ class Trainer:
         cfg, ddp = self.cfg, self.ddp
         self.t0 = time.time()
         self.net.train()
-        bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True,
+        bar = tqdm(total=cfg.steps or None, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (ddp.main and cfg.progress))
         acc: dict[str, float] = {}
         figures: dict = {}
         stopped_early = False
-        while self.step < cfg.steps:
+        while cfg.steps == 0 or self.step < cfg.steps:
             for k, v in self._train_step().items():
                 acc[k] = acc.get(k, 0.0) + v
             acc["n"] = acc.get("n", 0) + 1
@@ -534,6 +555,8 @@ class Trainer:
                 acc = {}
             if ddp.main and (self.step % cfg.ckpt_every == 0 or last):
                 self._checkpoint()
+            if out_of_time and cfg.steps == 0:  # the budget was the plan
+                break
             if out_of_time:
                 stopped_early = True
                 self.say(f"time budget of {cfg.time_budget:.0f} s reached at step {self.step}: "

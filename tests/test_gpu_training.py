@@ -119,29 +119,37 @@ def test_a_run_of_zero_steps_trains_for_its_budget_and_its_rate_follows_the_cloc
         fit(TrainConfig(data=[str(photos_dir)], out=str(tmp_path / "bad"), steps=0))
 
 
-def test_the_device_script_trains_returns_fp16_weights_and_fetches_them(photos_dir, tmp_path):
+def test_the_device_script_trains_both_models_returns_fp16_weights_and_fetches_them(
+        photos_dir, tmp_path):
     make_pool([str(photos_dir)], tmp_path / "pool", side=96, quality=80)
     (tmp_path / "pool" / "photos").symlink_to(tmp_path / "pool" / photos_dir.name)
     out, runs = tmp_path / "out", tmp_path / "runs"
     done = subprocess.run(
         [sys.executable, str(SCRIPTS / "gpu_train.py"), "--runs", str(runs), "train", "--pool",
-         str(tmp_path / "pool"), "--budget", "3", "--out", str(out), "--device", "cpu",
-         "--batch-size", "2", "--crop", "32", "--val-size", "32", "--val-fraction", "0.3"],
+         str(tmp_path / "pool"), "--budget", "3", "3", "--out", str(out), "--device", "cpu",
+         "--batch-size", "2", "2", "--crop", "32", "32", "--val-size", "32",
+         "--val-fraction", "0.3"],
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "crops/s" in done.stdout
-    back = out / gpu_train.RECIPE
-    assert sorted(p.name for p in back.iterdir()) == sorted(gpu_train.RETURNED)
-    model, card = load_weights(back / "final")
-    assert card["dtype"] == "float16" and card["steps"] > 0
-    assert card["recipe"]["batch_size"] == 2 and card["recipe"]["data_on_device"]
-    assert (runs / "pool-aged" / "final.safetensors").exists()  # its start: the bundled teacher
+    assert done.stdout.count("crops/s") == 2
+    teacher, student = (out / name for name in gpu_train.RECIPES_RUN)
+    for back in (teacher, student):
+        assert sorted(p.name for p in back.iterdir()) == sorted(gpu_train.RETURNED)
+        _, card = load_weights(back / "final")
+        assert card["dtype"] == "float16" and card["steps"] > 0
+        assert card["recipe"]["batch_size"] == 2 and card["recipe"]["data_on_device"]
+    _, card = load_weights(student / "final")
+    assert card["arch"] == "student" and card["recipe"]["teacher"].endswith("pool-gpu/final")
+    for start in ("pool-aged", "student-small"):  # restored from the bundled weights
+        assert (runs / start / "final.safetensors").exists()
     fetched = tmp_path / "scored"
     subprocess.run([sys.executable, str(SCRIPTS / "gpu_train.py"), "--runs", str(fetched),
                     "fetch", str(out)], check=True, capture_output=True)
-    assert (fetched / gpu_train.RECIPE / "final.safetensors").read_bytes() == \
-        (back / "final.safetensors").read_bytes()
-    (back / "log.csv").unlink()
+    for name in gpu_train.RECIPES_RUN:
+        assert (fetched / name / "final.safetensors").read_bytes() == \
+            (out / name / "final.safetensors").read_bytes()
+        assert (fetched / name / "curves.png").stat().st_size > 0
+    (student / "log.csv").unlink()
     failed = subprocess.run([sys.executable, str(SCRIPTS / "gpu_train.py"), "--runs",
                              str(fetched), "fetch", str(out)], capture_output=True, text=True)
     assert failed.returncode != 0 and "lacks log.csv" in failed.stderr

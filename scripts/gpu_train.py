@@ -52,7 +52,7 @@ RETURNED = ("final.safetensors", "final.json", "log.csv")
 #: building the model, validating and writing the weights.
 OVERHEAD_S = 180
 DEVICE_COMMAND = (
-    "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; "
+    "set -o pipefail; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; "
     "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "
     "/tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 && "
     "python3 scripts/gpu_train.py train --budget {budget} --out $OUT 2>&1 | tee $OUT/train.log"

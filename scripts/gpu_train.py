@@ -49,8 +49,12 @@ TRAVEL_LIMIT = 64 * 2**20
 #: log of the call); the curves are drawn again from log.csv here, the recipe is in the card.
 RETURNED = ("final.safetensors", "final.json", "log.csv")
 #: Seconds of a device call that are not training: installing the wheels, reading the pool,
-#: building the model, validating and writing the weights.
-OVERHEAD_S = 180
+#: building the model, validating and writing the weights (both runs together).
+OVERHEAD_S = 100
+#: A call is stopped at 600 s. Each run's budget is cut so that it ends by DEADLINE_S after the
+#: script began, leaving FINISH_S for its last validation and its weights: what was trained
+#: comes back even if reading the pool or starting took longer than planned.
+DEADLINE_S, FINISH_S = 570, 40
 DEVICE_COMMAND = (
     "set -o pipefail; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; "
     "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "
@@ -108,6 +112,13 @@ def train_one(name: str, args: argparse.Namespace, budget: float) -> None:
             setattr(cfg, key, values[RECIPES_RUN.index(name)])
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no GPU here (give --device cpu to try the script on the CPU)")
+    left = args.deadline - (time.time() - STARTED) - FINISH_S - 20  # 20: reading the photos
+    if left < 30:
+        print(f"{name}: skipped, {left:.0f} s left before the deadline")
+        return
+    if left < cfg.time_budget:
+        print(f"{name}: budget cut from {cfg.time_budget:.0f} to {left:.0f} s by the deadline")
+        cfg.time_budget = left
     started = time.time()
     fit(cfg)
     run = Path(cfg.out)
@@ -120,6 +131,9 @@ def train_one(name: str, args: argparse.Namespace, budget: float) -> None:
     samples = card["steps"] * cfg.batch_size
     print(f"{name}: {card['steps']} steps, {samples:,} crops in {card['train_seconds']:.0f} s "
           f"({samples / max(card['train_seconds'], 1e-9):,.0f} crops/s); weights in {back}")
+
+
+STARTED = time.time()
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -165,6 +179,8 @@ def main() -> None:
     p.add_argument("--budget", type=float, nargs="+", required=True,
                    help="training seconds of each recipe, in order (0 skips one)")
     p.add_argument("--out", required=True, help="where the weights and log go ($OUT)")
+    p.add_argument("--deadline", type=float, default=DEADLINE_S,
+                   help="seconds after the start by which both runs are written (%(default)s)")
     p.add_argument("--device")
     p.add_argument("--batch-size", type=int, nargs=2, help="of each recipe (tests)")
     p.add_argument("--crop", type=int, nargs=2, help="of each recipe (tests)")

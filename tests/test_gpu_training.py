@@ -149,6 +149,12 @@ def test_the_device_script_trains_both_models_returns_fp16_weights_and_fetches_t
         assert (fetched / name / "final.safetensors").read_bytes() == \
             (out / name / "final.safetensors").read_bytes()
         assert (fetched / name / "curves.png").stat().st_size > 0
+    late = subprocess.run(  # past its deadline a run is skipped, not started to be killed
+        [sys.executable, str(SCRIPTS / "gpu_train.py"), "--runs", str(runs), "train", "--pool",
+         str(tmp_path / "pool"), "--budget", "3", "3", "--out", str(tmp_path / "late"),
+         "--device", "cpu", "--deadline", "1"], capture_output=True, text=True, timeout=600)
+    assert late.returncode == 0 and late.stdout.count("skipped") == 2
+    assert not (tmp_path / "late").exists()
     (student / "log.csv").unlink()
     failed = subprocess.run([sys.executable, str(SCRIPTS / "gpu_train.py"), "--runs",
                              str(fetched), "fetch", str(out)], capture_output=True, text=True)

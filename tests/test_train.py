@@ -61,14 +61,16 @@ def test_training_writes_logs_curves_checkpoints_and_weights(photos_dir, tmp_pat
     assert state["step"] == 4 and "optimizer" in state and "rng" in state
 
 
-def test_resume_continues_exactly(photos_dir, tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"old_photo": 1.0, "data_on_device": True}],
+                         ids=["loader", "aged-crops-on-the-device"])
+def test_resume_continues_exactly(photos_dir, tmp_path, extra):
     straight = tmp_path / "straight"
-    fit(tiny(photos_dir, straight, steps=6, workers=1))
+    fit(tiny(photos_dir, straight, steps=6, workers=1, **extra))
 
     split = tmp_path / "split"
-    fit(tiny(photos_dir, split, steps=6, workers=1, time_budget=1e-9))  # stops after 1 step
+    fit(tiny(photos_dir, split, steps=6, workers=1, time_budget=1e-9, **extra))  # 1 step
     assert [int(r["step"]) for r in read_log(split)] == [1]
-    fit(tiny(photos_dir, split, steps=6, workers=1, resume=True))
+    fit(tiny(photos_dir, split, steps=6, workers=1, resume=True, **extra))
 
     a, _ = load_weights(straight / "final")
     b, _ = load_weights(split / "final")

@@ -238,8 +238,9 @@ class DeviceCrops:
     random window, mirrored at even odds; here the window is sampled bilinearly
     (``F.grid_sample``) straight from the stored photo. Keep the stored photos small (a pool
     copy with a long side near twice the crop) so that the window is shrunk by little: the
-    sampling does not pre-filter. A step's draws are keyed by ``(seed, step)``, so a resumed
-    run replays them.
+    sampling does not pre-filter. Photos that small also cap how far a crop can zoom in (at
+    their own short side). A step's draws are keyed by ``(seed, step, rank)``, apart from the
+    sampler's, so a resumed run replays them.
     """
 
     def __init__(self, photos: Sequence[Photo], size: int, max_scale: float = 2.0,
@@ -260,10 +261,12 @@ class DeviceCrops:
     def nbytes(self) -> int:
         return self.photos.numel()
 
-    def crops(self, indices: Sequence[int], step: int) -> torch.Tensor:
+    def crops(self, indices: Sequence[int], step: int, rank: int = 0) -> torch.Tensor:
         """uint8 (B, 3, size, size) crops of the photos at ``indices``, on their device."""
+        from .device import send
+
         n, size = len(indices), self.size
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        g = torch.Generator().manual_seed(2**40 + (self.seed * 1_000_003 + step) * 1024 + rank)
         scale, x, y, mirror = torch.rand(4, n, generator=g)
         h, w = self.sizes[list(indices)].unbind(1)
         short = torch.minimum(h, w)
@@ -278,14 +281,14 @@ class DeviceCrops:
         theta[:, 1, 1] = side / canvas_h
         theta[:, 1, 2] = 2 * cy / canvas_h - 1
         device = self.photos.device
-        grid = torch.nn.functional.affine_grid(theta.to(device), [n, 3, size, size],
+        grid = torch.nn.functional.affine_grid(send(theta, device), [n, 3, size, size],
                                                align_corners=False)
         # keep to each photo's own pixel centres: its edge is repeated, the canvas never shows
         edge = torch.stack([(2 * w - 1) / canvas_w - 1, (2 * h - 1) / canvas_h - 1], 1)
         first = torch.tensor([1 / canvas_w - 1, 1 / canvas_h - 1])
-        grid = torch.minimum(torch.maximum(grid, first.to(device)),
-                             edge.to(device).view(n, 1, 1, 2))
-        chosen = self.photos[torch.as_tensor(indices, device=device)].float()
+        grid = torch.minimum(torch.maximum(grid, send(first, device)),
+                             send(edge, device).view(n, 1, 1, 2))
+        chosen = self.photos[send(torch.as_tensor(list(indices)), device)].float()
         out = torch.nn.functional.grid_sample(chosen, grid, mode="bilinear",
                                               padding_mode="border", align_corners=False)
         return out.round_().clamp_(0, 255).to(torch.uint8)
@@ -296,5 +299,5 @@ class DeviceCrops:
         items = iter(sampler)
         while True:
             chosen = [next(items)[1] for _ in range(batch)]
-            yield self.crops(chosen, step)
+            yield self.crops(chosen, step, sampler.rank)
             step += 1

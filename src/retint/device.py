@@ -51,6 +51,14 @@ def _cpuinfo(field: str) -> str | None:
         return None
 
 
+def send(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` (on the CPU) on ``device``; to a GPU through pinned memory without waiting, so
+    that handing a step's small tensors over does not stall the queue of work already there."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def cpu_name() -> str:
     return _cpuinfo("model name") or platform.processor() or platform.machine()
 

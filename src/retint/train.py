@@ -497,6 +497,8 @@ class Trainer:
             self.adversary.load_state_dict(state["adversary"])
         self.step, self.best, self.elapsed_before = state["step"], state["best"], state["elapsed"]
         _set_rng_state(state["rng"])
+        if "aging" in state:  # checkpoints before it was saved restart their ageing stream
+            self.aging.set_state(state["aging"])
         self.say(f"resumed from {last} at step {self.step}")
 
     def _start_stream(self) -> None:
@@ -539,7 +541,7 @@ class Trainer:
         self.net.train()
         bar = tqdm(total=cfg.steps or None, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (ddp.main and cfg.progress))
-        acc: dict[str, float] = {}
+        acc: dict = {}  # loss parts summed since the last log row (tensors), and "n"
         figures: dict = {}
         stopped_early = False
         while cfg.steps == 0 or self.step < cfg.steps:
@@ -585,8 +587,8 @@ class Trainer:
         if gan_on:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 parts["disc"] = adversary.step(l, ab, pred)
-        self.step += 1
-        return {k: float(v.detach()) for k, v in {"loss": loss, **parts}.items()}
+        self.step += 1  # the parts stay tensors: read at log time, a GPU is not waited on
+        return {k: v.detach().float() for k, v in {"loss": loss, **parts}.items()}
 
     def _elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.t0
@@ -602,6 +604,7 @@ class Trainer:
     def _log(self, acc: dict[str, float], bar: tqdm, validating: bool) -> dict | None:
         """Write a log row of the mean loss parts (and validate: then the figures)."""
         n = acc.pop("n")
+        acc = {k: float(v) for k, v in acc.items()}
         row = {"step": self.step, "epoch": f"{self.step / self.steps_per_epoch:.3f}",
                "seconds": f"{self._elapsed():.1f}",
                "lr": f"{self.scheduler.get_last_lr()[0]:.3g}",
@@ -646,7 +649,8 @@ class Trainer:
     def _checkpoint(self) -> None:
         state = {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "step": self.step, "best": self.best,
-                 "elapsed": self._elapsed(), "rng": _rng_state()}
+                 "elapsed": self._elapsed(), "rng": _rng_state(),
+                 "aging": self.aging.get_state()}
         if self.adversary is not None:
             state["adversary"] = self.adversary.state_dict()
         atomic_write(self.out / "last.pt", lambda tmp: torch.save(state, tmp))

@@ -161,9 +161,10 @@ def test_compose_threads_leave_torchs_thread_counts_alone(colorizer, monkeypatch
     thread started afterwards gets, are what they were (``set_num_threads`` sets both)."""
     import threading
 
+    import retint.device as device
     import retint.inference as inference
 
-    monkeypatch.setattr(inference, "_POOL", {})  # a pool made here, not by an earlier test
+    monkeypatch.setattr(device, "_POOLS", {})  # a pool made here, not by an earlier test
     l, small = _real_l_and_ab("astronaut", 1.8)
     saved = torch.get_num_threads()
     try:
@@ -180,7 +181,7 @@ def test_compose_threads_leave_torchs_thread_counts_alone(colorizer, monkeypatch
         assert inside == (1 if "OpenMP" in torch.__config__.parallel_info() else 2)
     finally:
         torch.set_num_threads(saved)
-        for pool in inference._POOL.values():
+        for pool in device._POOLS.values():
             pool.shutdown()
 
 

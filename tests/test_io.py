@@ -7,6 +7,7 @@ import stat
 import struct
 import warnings
 import zlib
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -525,3 +526,70 @@ def test_find_missing_input(tree, missing):
     with pytest.raises(FileNotFoundError) as err:
         find_images([tree / "a.jpg", target])
     assert str(err.value) == f"{target}: no such file, folder or matching pattern"
+
+
+@pytest.mark.parametrize(("size", "subsampling", "threads"), [
+    ((1777, 1201), "4:4:4", 3),  # sides that are not whole MCUs
+    ((1777, 1201), "4:2:0", 12),  # more stripes than the 8 restart markers: they cycle
+    ((4000, 3000), "4:4:4", 2),  # 12 MP: a stripe is capped at 65,535 MCUs
+])
+def test_a_large_jpeg_encoded_in_stripes_decodes_to_the_one_pass_pixels(
+        tmp_path, monkeypatch, size, subsampling, threads):
+    monkeypatch.setattr(rio, "_stripe_threads", lambda: threads)
+    rgb = np.asarray(Image.fromarray(data.astronaut()).resize(size))
+    one_pass = BytesIO()
+    Image.fromarray(rgb).save(one_pass, format="JPEG", quality=95,
+                              subsampling={"4:4:4": 0, "4:2:0": 2}[subsampling])
+    striped = BytesIO()
+    rio.encode_image(striped, rgb, "JPEG", 95, subsampling=subsampling)
+    coded = striped.getvalue()
+    assert b"\xff\xdd\x00\x04" in coded and b"\xff\xd0" in coded  # restart interval, markers
+    if threads == 12:
+        assert b"\xff\xd7" in coded and coded.count(b"\xff\xd0") >= 2
+    ours = np.asarray(Image.open(BytesIO(coded)))
+    assert np.array_equal(ours, np.asarray(Image.open(one_pass)))
+    import av  # another decoder (FFmpeg's) reads it the same way
+
+    (tmp_path / "a.jpg").write_bytes(coded)
+    (tmp_path / "b.jpg").write_bytes(one_pass.getvalue())
+    frames = []
+    for name in ("a.jpg", "b.jpg"):
+        with av.open(str(tmp_path / name)) as c:
+            frames.append(next(c.decode(video=0)).to_ndarray(format="rgb24"))
+    assert np.array_equal(*frames)
+
+
+def test_small_jpegs_and_one_core_keep_the_one_pass_encoder(monkeypatch):
+    rgb = np.asarray(Image.fromarray(data.astronaut()).resize((1600, 1200)))  # 1.9 MP
+    assert rio.jpeg_in_stripes(rgb, 95, "4:4:4") is None
+    big = np.asarray(Image.fromarray(rgb).resize((1800, 1200)))
+    monkeypatch.setattr(rio, "_stripe_threads", lambda: 1)
+    assert rio.jpeg_in_stripes(big, 95, "4:4:4") is None
+    monkeypatch.setattr(rio, "_stripe_threads", lambda: 2)
+    assert rio.jpeg_in_stripes(big, 95, "4:4:4") is not None
+
+
+def test_a_forked_child_encodes_in_stripes_with_threads_of_its_own(monkeypatch):
+    """The stripe threads are kept for the process; a child forked after they started has
+    none of them and must make its own, not wait on its parent's."""
+    monkeypatch.setattr(rio, "_stripe_threads", lambda: 2)
+    rgb = np.asarray(Image.fromarray(data.astronaut()).resize((1800, 1200)))
+    first = rio.jpeg_in_stripes(rgb, 90, "4:4:4")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: encode again, report, leave at once
+        try:
+            same = rio.jpeg_in_stripes(rgb, 90, "4:4:4") == first
+            os.write(write, b"1" if same else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    import select
+    import signal
+
+    ready, _, _ = select.select([read], [], [], 60)
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert ready, "the forked child hung"
+    assert os.read(read, 1) == b"1"

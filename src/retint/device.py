@@ -13,6 +13,7 @@ import os
 import platform
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -49,6 +50,32 @@ def _cpuinfo(field: str) -> str | None:
                          if line.split(":", 1)[0].strip() == field), None)
     except OSError:
         return None
+
+
+_POOLS: dict = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _forget_pools() -> None:  # a forked child has the pools but not their threads
+    global _POOLS_LOCK
+    _POOLS.clear()
+    _POOLS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools)
+
+
+def thread_pool(purpose: str, workers: int, initializer: Any = None) -> Any:
+    """The process's pool of ``workers`` threads for ``purpose`` (made once, kept: starting
+    threads per photo or per frame would cost more than some of the work they do)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _POOLS_LOCK:
+        pool = _POOLS.get((purpose, workers))
+        if pool is None:
+            pool = _POOLS[purpose, workers] = ThreadPoolExecutor(
+                workers, thread_name_prefix=f"retint-{purpose}", initializer=initializer)
+        return pool
 
 
 def send(t: torch.Tensor, device: torch.device) -> torch.Tensor:

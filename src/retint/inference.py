@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +39,7 @@ from .color import (
     linear_to_srgb8,
     rgb_to_l,
 )
-from .device import inline_ops, pick_device
+from .device import inline_ops, pick_device, thread_pool
 from .io import pil_to_rgb, read_image, to_float, write_image
 from .models import check_size, load_weights, model_id, resolve_model_path
 from .options import MAX_SATURATION, UPSAMPLERS
@@ -339,30 +338,13 @@ def _linear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return i0, np.minimum(i0 + 1, n_in - 1), np.float32(1.0) - w1, w1
 
 
-#: The compose threads, kept for the process (a film composes a frame every few ms); made again
-#: in a forked child, where the parent's threads do not exist.
-_POOL: dict[int, ThreadPoolExecutor] = {}
-_POOL_LOCK = threading.Lock()
 _KERNELS = threading.local()  # each thread's Srgb8Bands, its buffers reused
 
 
-def _forget_pools() -> None:
-    global _POOL_LOCK
-    _POOL.clear()
-    _POOL_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pools)
-
-
 def _compose_pool(workers: int) -> ThreadPoolExecutor:
-    """The process's pool of ``workers`` compose threads, each running its torch ops inline."""
-    with _POOL_LOCK:
-        pool = _POOL.get(workers)
-        if pool is None:
-            pool = _POOL[workers] = ThreadPoolExecutor(
-                workers, thread_name_prefix="retint-compose", initializer=inline_ops)
-        return pool
+    """The process's pool of ``workers`` compose threads (a film composes a frame every few
+    ms), each running its torch ops inline."""
+    return thread_pool("compose", workers, initializer=inline_ops)
 
 
 def _srgb8_bands(l: Tensor, ab_rows: Callable[[int, int], Tensor], out: np.ndarray,

@@ -170,7 +170,87 @@ def encode_image(f: IO[bytes], rgb: np.ndarray, fmt: str, quality: int = 95,
         options["quality"] = quality
     if fmt == "JPEG":
         options["subsampling"] = _SUBSAMPLING[subsampling]
+        stitched = jpeg_in_stripes(a, quality, subsampling)
+        if stitched is not None:
+            f.write(stitched)
+            return
     Image.fromarray(np.ascontiguousarray(a)).save(f, format=fmt, **options)
+
+
+#: A JPEG this large is encoded in horizontal stripes on several threads (jpeg_in_stripes).
+STRIPED_JPEG_PIXELS = 2_000_000
+
+
+def _stripe_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
+
+
+def _jpeg_segments(data: bytes) -> tuple[bytes, int, bytes]:
+    """A baseline JPEG from Pillow -> (everything up to and with its scan header, where its
+    height field is, the entropy-coded data up to EOI)."""
+    pos = 2  # after SOI
+    height_at = -1
+    while True:
+        if data[pos] != 0xFF:
+            raise ValueError("not a JPEG segment")
+        marker = data[pos + 1]
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        if marker == 0xC0:  # SOF0: precision, height, width, ...
+            height_at = pos + 5
+        elif marker in (0xC1, 0xC2, 0xDD):  # not baseline, or restarts already
+            raise ValueError("not a plain baseline JPEG")
+        pos += 2 + length
+        if marker == 0xDA:  # SOS: the entropy-coded data follows, up to EOI
+            if data[-2:] != b"\xff\xd9" or height_at < 0:
+                raise ValueError("no single scan")
+            return data[:pos], height_at, data[pos:-2]
+
+
+def jpeg_in_stripes(rgb: np.ndarray, quality: int, subsampling: str) -> bytes | None:
+    """The JPEG of ``rgb`` encoded in horizontal stripes on several threads and joined with
+    restart markers into one baseline file that decodes to the same pixels as a one-pass
+    encode: each stripe is a whole number of MCU rows, a restart resets what a new file resets
+    (the DC predictions, the bit buffer), and the tables are the same. None where one thread
+    would do (a small photo, one core) or the stripes' headers differ."""
+    h, w = rgb.shape[:2]
+    threads = _stripe_threads()
+    if h * w < STRIPED_JPEG_PIXELS or threads < 2:
+        return None
+    mcu = 16 if subsampling == "4:2:0" else 8
+    per_row = -(-w // mcu)  # MCUs in a row; a restart interval holds at most 65,535
+    rows = min(-(-h // (threads * mcu)), 65_535 // per_row) * mcu
+    if rows <= 0 or rows >= h:
+        return None
+    bounds = [(r, min(h, r + rows)) for r in range(0, h, rows)]
+
+    def encode(span: tuple[int, int]) -> bytes:
+        with tempfile.TemporaryFile() as t:  # to a file: Pillow then encodes without the GIL
+            Image.fromarray(np.ascontiguousarray(rgb[span[0] : span[1]])).save(
+                t, format="JPEG", quality=quality, subsampling=_SUBSAMPLING[subsampling])
+            t.seek(0)
+            return t.read()
+
+    from .device import thread_pool
+
+    pool = thread_pool("jpeg", threads)
+    parts = [_jpeg_segments(d) for d in pool.map(encode, bounds)]
+    header, height_at, _ = parts[0]
+
+    def blank(head: bytes, at: int) -> bytes:  # the header without its height
+        return head[:at] + head[at + 2 :]
+
+    if any(blank(hd, at) != blank(header, height_at) for hd, at, _ in parts):
+        return None
+    sos = header.rfind(b"\xff\xda")
+    out = [header[:height_at], struct.pack(">H", h), header[height_at + 2 : sos],
+           b"\xff\xdd\x00\x04", struct.pack(">H", (rows // mcu) * per_row), header[sos:]]
+    for k, (_, _, scan) in enumerate(parts):
+        if k:
+            out.append(bytes((0xFF, 0xD0 + (k - 1) % 8)))
+        out.append(scan)
+    out.append(b"\xff\xd9")
+    return b"".join(out)
 
 
 def write_image(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:

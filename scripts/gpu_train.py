@@ -59,8 +59,8 @@ OVERHEAD_S = 100
 #: comes back even if reading the pool or starting took longer than planned.
 DEADLINE_S, FINISH_S = 570, 40
 #: Seconds a run takes beyond its budget (reading and checking the photos, the model, the
-#: validations): assumed for the first run, then what the first one took.
-EXTRA_S = {"seen": 60.0}
+#: validations), assumed for the first run; the next one is cut by what the first took.
+EXTRA_S = 60.0
 DEVICE_COMMAND = (
     "set -o pipefail; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; "
     "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "
@@ -96,8 +96,11 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                       "timeout_s": min(600, sum(args.budget) + OVERHEAD_S)}))
 
 
-def train_one(name: str, args: argparse.Namespace, budget: float) -> None:
-    """Train recipe ``name`` for ``budget`` seconds; its fp16 weights and log to ``--out``."""
+def train_one(name: str, args: argparse.Namespace, budget: float, began: float,
+              extra: float) -> float:
+    """Train recipe ``name`` for ``budget`` seconds (fewer if the deadline, counted from
+    ``began``, needs it, allowing ``extra`` beyond the budget); its fp16 weights and log to
+    ``--out``. Returns what the run took beyond its budget."""
     from retint.train import fit
 
     runs = Path(args.runs)
@@ -118,10 +121,10 @@ def train_one(name: str, args: argparse.Namespace, budget: float) -> None:
             setattr(cfg, key, values[RECIPES_RUN.index(name)])
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: no GPU here (give --device cpu to try the script on the CPU)")
-    left = args.deadline - (time.time() - STARTED) - FINISH_S - EXTRA_S["seen"]
+    left = args.deadline - (time.time() - began) - FINISH_S - extra
     if left < 30:
         print(f"{name}: skipped, {left:.0f} s left before the deadline")
-        return
+        return extra
     if left < cfg.time_budget:
         print(f"{name}: budget cut from {cfg.time_budget:.0f} to {left:.0f} s by the deadline")
         cfg.time_budget = left
@@ -130,7 +133,6 @@ def train_one(name: str, args: argparse.Namespace, budget: float) -> None:
     run = Path(cfg.out)
     model, card = load_weights(run / "final")
     card["wall_seconds"] = round(time.time() - started, 1)
-    EXTRA_S["seen"] = card["wall_seconds"] - card["train_seconds"]
     back = Path(args.out) / name
     back.mkdir(parents=True, exist_ok=True)
     save_weights(model, back / "final", card, dtype=torch.float16)
@@ -138,17 +140,16 @@ def train_one(name: str, args: argparse.Namespace, budget: float) -> None:
     samples = card["steps"] * cfg.batch_size
     print(f"{name}: {card['steps']} steps, {samples:,} crops in {card['train_seconds']:.0f} s "
           f"({samples / max(card['train_seconds'], 1e-9):,.0f} crops/s); weights in {back}")
-
-
-STARTED = time.time()
+    return card["wall_seconds"] - card["train_seconds"]
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     if len(args.budget) != len(RECIPES_RUN):
         raise SystemExit(f"error: give one budget for each of {', '.join(RECIPES_RUN)}")
+    began, extra = time.time(), EXTRA_S
     for name, budget in zip(RECIPES_RUN, args.budget, strict=True):
         if budget > 0:
-            train_one(name, args, budget)
+            extra = train_one(name, args, budget, began, extra)
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:

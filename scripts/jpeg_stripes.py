@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import tempfile
 import time
 
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
+from retint.device import usable_cores
 from retint.io import jpeg_in_stripes
 
 
@@ -47,7 +47,7 @@ def main() -> None:
             encode()
             times[name].append(time.perf_counter() - t)
     a, b = (float(np.median(times[k])) for k in ("one pass", "striped"))
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     print(f"12 MP JPEG, quality {args.quality}, 4:4:4, {cores} cores: one pass "
           f"{a * 1e3:.0f} ms, striped {b * 1e3:.0f} ms (medians of {args.runs}), {a / b:.2f}x; "
           f"same pixels: {same}")

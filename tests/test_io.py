@@ -15,6 +15,7 @@ import pytest
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin
 from skimage import data
 
+import retint.device
 import retint.io as rio
 from retint.io import (
     DEFAULT_MAX_PIXELS,
@@ -535,7 +536,7 @@ def test_find_missing_input(tree, missing):
 ])
 def test_a_large_jpeg_encoded_in_stripes_decodes_to_the_one_pass_pixels(
         tmp_path, monkeypatch, size, subsampling, threads):
-    monkeypatch.setattr(rio, "_stripe_threads", lambda: threads)
+    monkeypatch.setattr(retint.device, "usable_cores", lambda: threads)
     rgb = np.asarray(Image.fromarray(data.astronaut()).resize(size))
     one_pass = BytesIO()
     Image.fromarray(rgb).save(one_pass, format="JPEG", quality=95,
@@ -563,16 +564,16 @@ def test_small_jpegs_and_one_core_keep_the_one_pass_encoder(monkeypatch):
     rgb = np.asarray(Image.fromarray(data.astronaut()).resize((1600, 1200)))  # 1.9 MP
     assert rio.jpeg_in_stripes(rgb, 95, "4:4:4") is None
     big = np.asarray(Image.fromarray(rgb).resize((1800, 1200)))
-    monkeypatch.setattr(rio, "_stripe_threads", lambda: 1)
+    monkeypatch.setattr(retint.device, "usable_cores", lambda: 1)
     assert rio.jpeg_in_stripes(big, 95, "4:4:4") is None
-    monkeypatch.setattr(rio, "_stripe_threads", lambda: 2)
+    monkeypatch.setattr(retint.device, "usable_cores", lambda: 2)
     assert rio.jpeg_in_stripes(big, 95, "4:4:4") is not None
 
 
 def test_a_forked_child_encodes_in_stripes_with_threads_of_its_own(monkeypatch):
     """The stripe threads are kept for the process; a child forked after they started has
     none of them and must make its own, not wait on its parent's."""
-    monkeypatch.setattr(rio, "_stripe_threads", lambda: 2)
+    monkeypatch.setattr(retint.device, "usable_cores", lambda: 2)
     rgb = np.asarray(Image.fromarray(data.astronaut()).resize((1800, 1200)))
     first = rio.jpeg_in_stripes(rgb, 90, "4:4:4")
     read, write = os.pipe()

@@ -78,6 +78,13 @@ def thread_pool(purpose: str, workers: int, initializer: Any = None) -> Any:
         return pool
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def send(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``t`` (on the CPU) on ``device``; to a GPU through pinned memory without waiting, so
     that handing a step's small tensors over does not stall the queue of work already there."""

@@ -375,7 +375,6 @@ def _srgb8_bands(l: Tensor, ab_rows: Callable[[int, int], Tensor], out: np.ndarr
         pass
 
 
-
 def _bands(h: int, w: int, pixels: int = BAND_PIXELS) -> list[tuple[int, int]]:
     rows = max(1, pixels // max(1, w))
     return [(r, min(h, r + rows)) for r in range(0, h, rows)]

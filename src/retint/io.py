@@ -181,11 +181,6 @@ def encode_image(f: IO[bytes], rgb: np.ndarray, fmt: str, quality: int = 95,
 STRIPED_JPEG_PIXELS = 2_000_000
 
 
-def _stripe_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        (os.cpu_count() or 1)
-
-
 def _jpeg_segments(data: bytes) -> tuple[bytes, int, bytes]:
     """A baseline JPEG from Pillow -> (everything up to and with its scan header, where its
     height field is, the entropy-coded data up to EOI)."""
@@ -212,9 +207,11 @@ def jpeg_in_stripes(rgb: np.ndarray, quality: int, subsampling: str) -> bytes | 
     restart markers into one baseline file that decodes to the same pixels as a one-pass
     encode: each stripe is a whole number of MCU rows, a restart resets what a new file resets
     (the DC predictions, the bit buffer), and the tables are the same. None where one thread
-    would do (a small photo, one core) or the stripes' headers differ."""
+    would do (a small photo, one core), or where the stripes cannot be joined."""
+    from . import device
+
     h, w = rgb.shape[:2]
-    threads = _stripe_threads()
+    threads = device.usable_cores()
     if h * w < STRIPED_JPEG_PIXELS or threads < 2:
         return None
     mcu = 16 if subsampling == "4:2:0" else 8
@@ -231,10 +228,11 @@ def jpeg_in_stripes(rgb: np.ndarray, quality: int, subsampling: str) -> bytes | 
             t.seek(0)
             return t.read()
 
-    from .device import thread_pool
-
-    pool = thread_pool("jpeg", threads)
-    parts = [_jpeg_segments(d) for d in pool.map(encode, bounds)]
+    pool = device.thread_pool("jpeg", threads)
+    try:  # anything unexpected (a full temp folder, a header not parsed): encode in one pass
+        parts = [_jpeg_segments(d) for d in pool.map(encode, bounds)]
+    except (OSError, ValueError):
+        return None
     header, height_at, _ = parts[0]
 
     def blank(head: bytes, at: int) -> bytes:  # the header without its height

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..device import cpu_name, describe_device
+from ..device import cpu_name, describe_device, usable_cores
 from ..inference import Colorizer, working_shape
 from ..models import count_parameters
 from .macs import count_macs
@@ -35,8 +35,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (AttributeError, ValueError, OSError):
         ram_gb = None
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "usable_cores": usable,
+    return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "usable_cores": usable_cores(),
             "torch_threads": torch.get_num_threads(), "ram_gb": ram_gb,
             "torch": torch.__version__, "python": platform.python_version(),
             "device": str(device),

@@ -86,7 +86,11 @@ def test_gray_2d_and_rgba_inputs(colorizer):
     gray = np.ascontiguousarray(photo("camera")[:150, :211, 0])  # a real gray photo, 2-D
     out = colorizer.colorize(gray)
     assert out.shape == (150, 211, 3) and out.dtype == np.uint8
-    assert np.array_equal(out, colorizer.colorize(np.repeat(gray[..., None], 3, axis=2)))
+    # as three channels: the same L and colour; one channel takes the gray table (ab to half a
+    # unit), so a level apart where the rounding of ab tips a channel, a few more where this
+    # untrained model's colour is out of gamut and clipped
+    levels = np.abs(out.astype(int) - colorizer.colorize(np.repeat(gray[..., None], 3, axis=2)))
+    assert levels.max() <= 8 and (levels > 1).mean() < 0.01
     # the result is coloured, not gray
     assert np.abs(out.astype(int) - out.mean(axis=2, keepdims=True)).mean() > 2
 

@@ -291,24 +291,26 @@ def test_ffprobe_reads_output(clip, outputs):
 
 
 def test_a_black_and_white_frame_is_read_from_its_y_plane(clip, colorizer):
-    """A gray H.264 frame's L comes from Y alone and equals the RGB path's within rounding of
-    the 8-bit gray; a frame with colour (chroma away from 128) takes the RGB path exactly."""
+    """A gray H.264 frame comes from Y alone, as the 8-bit gray each Y stands for (which the
+    colour maths takes as a gray photo), and its L equals the RGB path's within rounding of the
+    8-bit gray; a frame with colour (chroma away from 128) takes the RGB path exactly."""
+    from retint.inference import as_l
     from retint.video import frame_lightness
 
     with av.open(str(clip["path"])) as c:
         frame = next(c.decode(video=0))
     assert frame.format.name == "yuv420p"
     from_y = frame_lightness(frame, colorizer, 0)
-    from_rgb = colorizer.lightness(frame.to_ndarray(format="rgb24"))
-    assert from_y.shape == from_rgb.shape == (1, H, W)
-    # the same 8-bit gray but for rounding: swscale's fixed point lands one level lower on
-    # some pixels (one level is L/100 ~ 0.004); ours is (Y - 16) * 255 / 219, rounded
-    assert float((from_y - from_rgb).abs().max()) < 0.006
     y = np.frombuffer(frame.planes[0], np.uint8).reshape(-1, frame.planes[0].line_size)[:H, :W]
     gray = np.clip(np.round((y - 16.0) * 255 / 219), 0, 255).astype(np.uint8)
-    assert torch.equal(from_y, colorizer.lightness(gray))
+    assert from_y.dtype == np.uint8 and np.array_equal(from_y, gray)
+    from_rgb = colorizer.lightness(frame.to_ndarray(format="rgb24"))
+    assert as_l(from_y).shape == from_rgb.shape == (1, H, W)
+    # the same 8-bit gray but for rounding: swscale's fixed point lands one level lower on
+    # some pixels (one level is L/100 ~ 0.004); ours is (Y - 16) * 255 / 219, rounded
+    assert float((as_l(from_y) - from_rgb).abs().max()) < 0.006
     turned = frame_lightness(frame, colorizer, 1)
-    assert torch.equal(turned[0], torch.rot90(from_y[0], 1))
+    assert np.array_equal(turned, np.rot90(from_y, 1))
 
     rgb = np.zeros((H, W, 3), np.uint8)
     rgb[..., 0] = 200  # red: chroma far from neutral

@@ -12,8 +12,13 @@ is the target, so the model ends in ``tanh``.
 
 from __future__ import annotations
 
+import functools
+import mmap
+import threading
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 # sRGB (D65) -> XYZ, the matrix skimage uses.
@@ -191,13 +196,13 @@ def no_color(rgb: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
 # ---------------------------------------------------------------- gray 8-bit input
 # A black-and-white photo has one channel, and its L depends on the gray level alone: 256 values.
 
-_GRAY8_TO_L = lightness_from_srgb8(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1))
+GRAY8_TO_L = lightness_from_srgb8(np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1))
 
 
 def lightness_from_gray8(gray: np.ndarray) -> np.ndarray:
     """``L / 100`` (H, W) float32 of an 8-bit gray photo (H, W), by a 256-entry table: the very
     values :func:`lightness_from_srgb8` gives for the same gray in three channels."""
-    return _GRAY8_TO_L[gray]  # indexing by uint8 directly: no int64 copy of the indices
+    return GRAY8_TO_L[gray]  # indexing by uint8 directly: no int64 copy of the indices
 
 
 # ---------------------------------------------------------------- fused LAB -> 8-bit sRGB
@@ -263,3 +268,170 @@ class Srgb8Bands:
         # interleaved: both contiguous, twice as fast as a gather into every third byte
         np.take(_LINEAR_TO_SRGB8_NP, index.numpy(), out=planes.numpy(), mode="clip")
         torch.stack(tuple(planes), dim=1, out=torch.from_numpy(out.reshape(n, 3)))
+
+
+# ---------------------------------------------------------------- gray 8-bit -> 8-bit sRGB by table
+# A black-and-white 8-bit photo's L takes 256 values and its predicted ab is smooth, so its 8-bit
+# result is a function of (ab, gray level) that a table can hold: per pixel, ab is rounded to
+# GRAY_TABLE_STEP and one 4-byte entry (R, G, B, unused) is read, instead of the LAB maths (a
+# few passes over memory instead of ~40). Each entry is the float64 LAB maths at its node,
+# rounded once. The price is ab rounded by up to a quarter unit: measured against the exact path
+# in docs/results.md (the fast full-resolution path).
+#
+# The table spans ab in [-128, 128] (all a model can predict), laid out [a][b][gray] so that the
+# pixels of one colour read one kilobyte, and is filled lazily in blocks of 8 x 8 ab nodes: a
+# photo fills the blocks its colour map can reach (bilinear upsampling never leaves the range of
+# a cell's four corners). It is kept for the process, so a film or a batch fills it once;
+# untouched blocks cost no memory (it grows to ~270 MB only if every colour were ever used).
+
+GRAY_TABLE_STEP = 0.5  # ab units between nodes
+GRAY_TABLE_NODES = int(2 * AB_SCALE / GRAY_TABLE_STEP) + 1  # per ab axis: -128 .. 128
+_BLOCK = 8  # ab nodes per block side: 8 x 8 x 256 entries, 64 KB
+_CENTRE = GRAY_TABLE_NODES // 2  # the node of ab = 0
+
+
+def gray_table_codes(ab_norm: Tensor) -> Tensor:
+    """ab / 128 -> the table's node coordinates plus one half, clamped to the table, so that
+    truncating an (upsampled) value gives the nearest node. Affine, so it commutes with bilinear
+    upsampling: a working-size map is converted once, then upsampled."""
+    scale = AB_SCALE / GRAY_TABLE_STEP
+    return (ab_norm.float() * scale + (_CENTRE + 0.5)).clamp_(0.5, GRAY_TABLE_NODES - 0.5)
+
+
+@functools.cache
+def _gray_table_parts() -> Tensor:
+    """(2, 3, nodes, 256) float32: linear R, G and B at every (a node, gray level) and every
+    (b node, gray level), in steps of the encoding table plus one half, such that the entry of
+    (a, b, gray) is the table's sRGB at ``a part + b part`` truncated (clipped to [0, 1]).
+    The float64 LAB maths of :func:`lab_to_linear_rgb` taken apart: linear light is a sum of X
+    and Y (of a and gray) and Z (of b and gray), each through its column of the matrix."""
+    fy = (GRAY8_TO_L.astype(np.float64) * L_SCALE + 16.0) / 116.0  # (256,)
+    ab = np.arange(GRAY_TABLE_NODES, dtype=np.float64) * GRAY_TABLE_STEP - AB_SCALE
+
+    def inverse_f(f: np.ndarray) -> np.ndarray:
+        return np.where(f > _F_JOIN, f * f * f, (f - 16.0 / 116.0) / _KAPPA)
+
+    x = inverse_f(fy[None] + ab[:, None] / 500.0)  # (nodes, 256)
+    y = inverse_f(fy)
+    z = inverse_f(np.maximum(fy[None] - ab[:, None] / 200.0, 0.0))  # skimage's clip of Z
+    m = _RGB_FROM_XYZ_WHITE.numpy()[:, :, None, None] * _LINEAR_STEPS  # (3, 3, 1, 1)
+    a_part = m[:, 0] * x + m[:, 1] * y + 0.5  # the half: truncation rounds
+    b_part = m[:, 2] * z
+    with torch.inference_mode(False):  # kept for the process: usable in and out of it
+        return torch.from_numpy(np.stack((a_part, b_part))).float()
+
+
+@functools.cache
+def _gray_table_encoders() -> Tensor:
+    """(3, steps) int32: the encoding table's byte placed as the R, G or B of a 4-byte entry
+    (whatever the machine's byte order), so that an entry is the OR of three lookups."""
+    placed = np.zeros((3, _LINEAR_STEPS + 1, 4), np.uint8)
+    for c in range(3):
+        placed[c, :, c] = _LINEAR_TO_SRGB8_NP
+    with torch.inference_mode(False):  # kept for the process: usable in and out of it
+        return torch.from_numpy(placed.view(np.int32)[..., 0].copy())
+
+
+class GrayTable:
+    """The process's table of 8-bit sRGB by (a node, b node, gray level), filled on demand.
+
+    :meth:`prepare` fills what a working-size code map (:func:`gray_table_codes`) can reach;
+    :meth:`lookup` then turns upsampled codes and gray levels into RGB. Thread-safe: filling
+    takes a lock, and lookups read only blocks already filled."""
+
+    def __init__(self) -> None:
+        n = GRAY_TABLE_NODES
+        self._blocks = -(-n // _BLOCK)
+        self._filled = np.zeros((self._blocks, self._blocks), bool)
+        # anonymous memory, mapped a page at a time when first written, so RSS follows the
+        # filled blocks (NumPy's own allocation asks for 2 MB pages, which made each block
+        # fault in megabytes of zeros)
+        self._memory = mmap.mmap(-1, n * n * 256 * 4)
+        self._table = np.frombuffer(self._memory, np.uint8).reshape(n, n, 256, 4)
+        self._lock = threading.Lock()
+
+    def _entries(self) -> Tensor:
+        """The table as (a, b, gray) int32 entries, a tensor made per call: made once, it
+        would be an inference tensor if first made under ``torch.inference_mode`` and could
+        not be written outside it."""
+        return torch.from_numpy(self._table.view(np.int32)[..., 0])
+
+    @property
+    def filled_entries(self) -> int:
+        return int(self._filled.sum()) * _BLOCK * _BLOCK * 256
+
+    def prepare(self, codes: Tensor) -> None:
+        """Fill every block that bilinear upsampling of ``codes`` (2,h,w) can reach: the nodes
+        between the smallest and largest of each cell's four corners (edges repeated, as the
+        upsampling repeats them), with a margin for float rounding."""
+        c = codes.detach().float().cpu()
+        if c.shape[-2] < 2 or c.shape[-1] < 2:
+            c = F.pad(c[None], (0, int(c.shape[-1] < 2), 0, int(c.shape[-2] < 2)),
+                      mode="replicate")[0]
+        corners = torch.stack((c[:, :-1, :-1], c[:, :-1, 1:], c[:, 1:, :-1], c[:, 1:, 1:]))
+        lo = (corners.amin(0) - 1e-3).floor().clamp_(0, GRAY_TABLE_NODES - 1)
+        hi = (corners.amax(0) + 1e-3).floor().clamp_(0, GRAY_TABLE_NODES - 1)
+        lo = (lo.long() // _BLOCK).reshape(2, -1).numpy()
+        hi = (hi.long() // _BLOCK).reshape(2, -1).numpy()
+        # the union of the cells' rectangles of blocks: +1/-1 at their corners, running sums
+        n = self._blocks + 1
+
+        def count(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+            return np.bincount((rows * n + cols).ravel(), minlength=n * n)
+
+        marks = (count(lo[0], lo[1]) - count(lo[0], hi[1] + 1) - count(hi[0] + 1, lo[1])
+                 + count(hi[0] + 1, hi[1] + 1)).reshape(n, n)
+        needed = marks.cumsum(0).cumsum(1)[:-1, :-1] > 0
+        if (needed & ~self._filled).any():
+            with self._lock:
+                self._fill(needed & ~self._filled)
+
+    def _fill(self, missing: np.ndarray) -> None:
+        """Fill the missing blocks, a row of blocks (a range of a nodes) at a time from the
+        first missing block of the row to its last."""
+        a_part, b_part = _gray_table_parts()
+        encode = _gray_table_encoders()
+        for ba in np.flatnonzero(missing.any(axis=1)):
+            cols = np.flatnonzero(missing[ba])
+            a0, a1 = ba * _BLOCK, min((ba + 1) * _BLOCK, GRAY_TABLE_NODES)
+            b0, b1 = cols[0] * _BLOCK, min((cols[-1] + 1) * _BLOCK, GRAY_TABLE_NODES)
+            entries = self._entries()[a0:a1, b0:b1]
+            for c in range(3):
+                steps = a_part[c, a0:a1, None] + b_part[c, None, b0:b1]  # (a, b, 256)
+                index = steps.clamp_(0.5, _LINEAR_STEPS + 0.5).to(torch.int32).view(-1)
+                byte = torch.index_select(encode[c], 0, index).view(entries.shape)
+                entries.copy_(byte) if c == 0 else entries.bitwise_or_(byte)
+            self._filled[ba, cols[0] : cols[-1] + 1] = True
+
+    def lookup(self, codes: Tensor, gray: Tensor, out: np.ndarray) -> None:
+        """One band: ``codes`` (2,h,w) float32, upsampled from a prepared map, and ``gray``
+        (h,w) uint8 into ``out``, a C-contiguous (h,w,4) uint8 view of the result (R, G, B and
+        an unused byte: what Pillow holds, so encoders take it as it is). Each thread keeps its
+        own scratch buffers from band to band."""
+        h, w = gray.shape
+        n = h * w
+        scratch = getattr(_GRAY_SCRATCH, "buffers", None)
+        if scratch is None or scratch.shape[1] < n:
+            with torch.inference_mode(False):  # usable in and out of inference mode
+                scratch = _GRAY_SCRATCH.buffers = torch.empty((3, n), dtype=torch.int32)
+        ab, index = scratch[:2, :n], scratch[2, :n]
+        ab.copy_(codes.reshape(2, n))  # truncation: the nearest node (the codes carry the half)
+        torch.add(ab[1], ab[0], alpha=GRAY_TABLE_NODES, out=index)
+        torch.add(gray.reshape(n), index, alpha=256, out=index)
+        torch.index_select(self._entries().view(-1), 0, index,
+                           out=torch.from_numpy(out.view(np.int32)).view(n))
+
+
+_GRAY_SCRATCH = threading.local()
+_GRAY_TABLE: GrayTable | None = None
+_GRAY_TABLE_LOCK = threading.Lock()
+
+
+def gray_table(fresh: bool = False) -> GrayTable:
+    """The process's :class:`GrayTable`, made on first use; ``fresh`` drops the one filled so
+    far (a benchmark times the first photo of a process that way)."""
+    global _GRAY_TABLE
+    with _GRAY_TABLE_LOCK:
+        if _GRAY_TABLE is None or fresh:
+            _GRAY_TABLE = GrayTable()
+        return _GRAY_TABLE

@@ -14,7 +14,9 @@ clips to a flat colour or shifts lightness. It is a user's taste knob, not a fix
 
 from __future__ import annotations
 
+import bisect
 import copy
+import functools
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -29,9 +31,12 @@ from torch import Tensor
 
 from .color import (
     AB_SCALE,
+    GRAY8_TO_L,
     L_SCALE,
     Srgb8Bands,
     gamut_limit,
+    gray_table,
+    gray_table_codes,
     lab_to_linear_rgb,
     lab_to_rgb,
     lightness_from_gray8,
@@ -45,9 +50,31 @@ from .models import check_size, load_weights, model_id, resolve_model_path
 from .options import MAX_SATURATION, UPSAMPLERS
 
 BAND_PIXELS = 2_000_000  # full-resolution colour maths in bands of rows: bounded memory
+SHRINK_BAND_PIXELS = 262_144  # a gray photo's L, looked up and shrunk across, a band at a time
+BANDED_SHRINK_PIXELS = 1_000_000  # from this size a gray photo's L is never made whole
 FUSED_BAND_PIXELS = 65_536  # the fused 8-bit pass: ~4 MB of buffers per thread, cache-sized
+GRAY_BAND_PIXELS = 262_144  # the gray table's lookups: 5 MB of buffers, a few ops a band
 GUIDED_RADIUS = 2  # the guided filter's window, working-size pixels (5x5)
 GUIDED_EPS = 1e-2  # its regularisation, in (L/100)^2: edges weaker than ~0.1 L/100 are ignored
+
+
+#: A photo's lightness as the stages take it: ``L / 100`` (1,H,W) on the CPU, or, for an 8-bit
+#: black-and-white photo, its own gray plane (H,W) uint8, whose L is a 256-entry table. Kept as
+#: gray, the photo is never turned into a full-size float L: the model's input is shrunk from
+#: it band by band, and its 8-bit result is one table lookup per pixel
+#: (:class:`~retint.color.GrayTable`).
+Lightness = Tensor | np.ndarray
+
+
+def is_gray8(source: object) -> bool:
+    return isinstance(source, np.ndarray) and source.ndim == 2 and source.dtype == np.uint8
+
+
+def as_l(source: Lightness) -> Tensor:
+    """``L / 100`` (1,H,W) of a :data:`Lightness`: a gray plane through its table."""
+    if is_gray8(source):
+        return torch.from_numpy(lightness_from_gray8(source))[None]
+    return source
 
 
 def working_shape(h: int, w: int, size: int) -> tuple[int, int]:
@@ -111,8 +138,9 @@ class Colorizer:
         return base if self.saturation == 1.0 else f"{base} (saturation {self.saturation:g})"
 
     @torch.no_grad()
-    def predict_ab(self, l_full: Sequence[Tensor], full_size: bool = True) -> list[Tensor]:
-        """ab (2,H,W) for each full-resolution L (1,H,W) in [0,1], run at the working size.
+    def predict_ab(self, l_full: Sequence[Lightness], full_size: bool = True) -> list[Tensor]:
+        """ab (2,H,W) for each full-resolution L (1,H,W) in [0,1] (or gray plane, see
+        :data:`Lightness`), run at the working size.
 
         ``full_size=False`` leaves each ab at the working size (2,h,w), padding cropped: what
         :meth:`compose` upsamples band by band, without a full-size ab in memory."""
@@ -123,8 +151,7 @@ class Colorizer:
             shapes = [working_shape(*l.shape[-2:], size) for l in chunk]
             batch = torch.empty((len(chunk), 1, size, size), device=self.device)
             for n, (l, (h, w)) in enumerate(zip(chunk, shapes, strict=True)):
-                small = F.interpolate(l[None].to(self.device), size=(h, w), mode="bilinear",
-                                      antialias=True, align_corners=False)
+                small = shrink_l(l, (h, w)).to(self.device)
                 # pad (not stretch) to the square working size; replicate keeps edges neutral
                 batch[n] = F.pad(small, (0, size - w, 0, size - h), mode="replicate")[0]
             ab = self.model(batch).float()
@@ -132,7 +159,7 @@ class Colorizer:
                 ab = gamut_limit(batch, (ab * self.saturation).clamp(-1.0, 1.0))
             for n, (l, (h, w)) in enumerate(zip(chunk, shapes, strict=True)):
                 small = ab[n, :, :h, :w].contiguous()
-                results.append(small if not full_size else self.full_size_ab(l, small))
+                results.append(small if not full_size else self.full_size_ab(as_l(l), small))
         return results
 
     def full_size_ab(self, l: Tensor, small: Tensor) -> Tensor:
@@ -149,10 +176,10 @@ class Colorizer:
     def colorize_many(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Colorize HxWx3 (or HxW) arrays; each result has its input's size and dtype (uint8,
         uint16, or a float type in [0, 1])."""
-        l_full = [self.lightness(img) for img in images]
-        abs_ = self.predict_ab(l_full, full_size=False)  # upsampled inside compose, in bands
-        return [self.compose(l, ab, img.dtype) for l, ab, img in zip(l_full, abs_, images,
-                                                                       strict=True)]
+        sources = [self.lightness_source(img) for img in images]
+        abs_ = self.predict_ab(sources, full_size=False)  # upsampled inside compose, in bands
+        return [self.compose(src, ab, img.dtype) for src, ab, img in zip(sources, abs_, images,
+                                                                         strict=True)]
 
     def colorize(self, image: np.ndarray | Image.Image,
                  hints: object = None) -> np.ndarray | Image.Image:
@@ -178,6 +205,13 @@ class Colorizer:
 
     # -- the stages of colorize_many, public so benchmarks can time each one
 
+    def lightness_source(self, image: np.ndarray) -> Lightness:
+        """What the later stages take of a photo (:data:`Lightness`): an 8-bit black-and-white
+        photo given as one channel (HxW) stays its gray plane; anything else becomes its L."""
+        if is_gray8(image):
+            return _as_tensor_ready(image)
+        return self.lightness(image)
+
     def lightness(self, image: np.ndarray) -> Tensor:
         """Full-resolution ``L / 100`` (1,H,W) on the CPU, computed in bands. A black-and-white
         8-bit photo given as one channel (HxW) takes a 256-entry table: the same values as the
@@ -196,16 +230,23 @@ class Colorizer:
             out[:, r0:r1] = rgb_to_l(band).cpu()
         return out
 
-    def compose(self, l: Tensor, ab: Tensor, dtype: np.dtype,
+    def compose(self, l: Lightness, ab: Tensor, dtype: np.dtype,
                 threads: int | None = None) -> np.ndarray:
         """Original L + predicted ab -> RGB in the input's dtype (float stays float).
 
         ``ab`` is full size (2,H,W), or the working-size map of ``predict_ab(full_size=False)``,
         which is upsampled here a band of rows at a time (the values of upsampling it whole).
         8-bit results on the CPU take the fused pass (:class:`~retint.color.Srgb8Bands`) over
-        bands on ``threads`` threads (default: torch's count); 16-bit and float results the
-        exact float LAB maths. A pipeline whose stages already share the cores (a film) passes
-        fewer threads; one runs the pass in the caller's thread."""
+        bands on ``threads`` threads (default: torch's count); a gray plane's 8-bit result with
+        bilinear upsampling is a table lookup per pixel instead (:class:`~retint.color.GrayTable`);
+        16-bit and float results the exact float LAB maths. A pipeline whose stages already share
+        the cores (a film) passes fewer threads; one runs the pass in the caller's thread."""
+        if is_gray8(l):
+            h, w = l.shape
+            if (dtype == np.uint8 and self.upsample == "bilinear"
+                    and tuple(ab.shape[-2:]) != (h, w)):
+                return _compose_gray8(l, ab)
+            l = as_l(l)
         h, w = l.shape[-2:]
         floating = np.issubdtype(dtype, np.floating)
         out_dtype = dtype if floating else np.uint16 if dtype == np.uint16 else np.uint8
@@ -239,47 +280,48 @@ class BilinearRows:
     band of rows at a time, with no full-size map anywhere.
 
     ``rows(r0, r1)`` is ``F.interpolate`` of the whole map cut to rows r0..r1, to the bit where
-    torch's CPU kernel upsamples. That kernel is separable: the source rows a band needs are
-    interpolated across the width by F.interpolate itself (the height untouched, which is
-    exact), then each output row is ``t0 * w0 + t1 * w1`` of two of them with torch's own
+    torch's CPU kernel upsamples. That kernel is separable: the small map's rows are
+    interpolated across the width by F.interpolate itself, once (the height untouched, which
+    is exact), then each output row is ``t0 * w0 + t1 * w1`` of two of them with torch's own
     indices, weights and rounding (one fused multiply-add). ``lerp(r0, r1)`` computes those
-    rows as ``t0 + w1 (t1 - t0)`` in float32 instead, within 1e-6 of them and cheaper: what the
-    8-bit pass takes. It returns a view of a buffer of the calling thread, reused (overwritten)
-    by that thread's next call.
+    rows as ``t0 + w1 (t1 - t0)`` in float32 instead, within 1e-6 of them and cheaper (one pass
+    for the rows between the same two source rows): what the 8-bit passes take. It returns a
+    view of a buffer of the calling thread, reused (overwritten) by that thread's next call.
     """
 
     def __init__(self, small: Tensor, size: tuple[int, int]) -> None:
-        self.small, self.width = small.float(), size[1]
+        small = small.float()
+        self.width = size[1]
+        self.wide = F.interpolate(small[None], size=(small.shape[-2], size[1]), mode="bilinear",
+                                  align_corners=False)[0]  # (C, h, W)
+        self.steps = torch.zeros_like(self.wide)  # t1 - t0 of each source row and the next
+        torch.sub(self.wide[:, 1:], self.wide[:, :-1], out=self.steps[:, :-1])
         i0, i1, w0, w1 = _linear_taps(small.shape[-2], size[0])
         self.i0, self.i1 = torch.from_numpy(i0), torch.from_numpy(i1)
         self.w0, self.w1 = torch.from_numpy(w0)[:, None], torch.from_numpy(w1)[:, None]
-        self._local = threading.local()  # each thread's two band buffers for lerp
-
-    def _taps(self, r0: int, r1: int) -> tuple[Tensor, Tensor, Tensor]:
-        """The band's source rows interpolated across the width, and the band's two taps as
-        indices into them."""
-        first, last = int(self.i0[r0]), int(self.i1[r1 - 1])
-        src = self.small[None, :, first : last + 1]
-        wide = F.interpolate(src, size=(src.shape[-2], self.width), mode="bilinear",
-                             align_corners=False)[0]
-        return wide, self.i0[r0:r1] - first, self.i1[r0:r1] - first
+        # runs of output rows between the same two source rows (i1 is i0 + 1, or i0 at the end)
+        self.runs = [0, *(np.flatnonzero(np.diff(i0)) + 1).tolist(), size[0]]
+        self._local = threading.local()  # each thread's band buffer for lerp
 
     def rows(self, r0: int, r1: int) -> Tensor:
-        wide, i0, i1 = self._taps(r0, r1)
-        t1 = wide.index_select(1, i1).mul_(self.w1[r0:r1])
-        t0 = wide.index_select(1, i0).double()
+        t1 = self.wide.index_select(1, self.i1[r0:r1]).mul_(self.w1[r0:r1])
+        t0 = self.wide.index_select(1, self.i0[r0:r1]).double()
         return t0.mul_(self.w0[r0:r1].double()).add_(t1).float()  # t0 w0 + t1 w1, one rounding
 
     def lerp(self, r0: int, r1: int) -> Tensor:
-        wide, i0, i1 = self._taps(r0, r1)
-        shape = (wide.shape[0], r1 - r0, self.width)
-        buffers = getattr(self._local, "buffers", None)  # reused: fresh memory costs faults
-        if buffers is None or buffers[0].numel() < math.prod(shape):
-            buffers = self._local.buffers = (torch.empty(shape), torch.empty(shape))
-        t0, t1 = (b.view(-1)[: math.prod(shape)].view(shape) for b in buffers)
-        torch.index_select(wide, 1, i0, out=t0)
-        torch.index_select(wide, 1, i1, out=t1)
-        return t0.lerp_(t1, self.w1[r0:r1])
+        shape = (self.wide.shape[0], r1 - r0, self.width)
+        buffer = getattr(self._local, "buffer", None)  # reused: fresh memory costs faults
+        if buffer is None or buffer.numel() < math.prod(shape):
+            buffer = self._local.buffer = torch.empty(shape)
+        out = buffer.view(-1)[: math.prod(shape)].view(shape)
+        run = bisect.bisect_right(self.runs, r0) - 1
+        while self.runs[run] < r1:
+            s, e = max(r0, self.runs[run]), min(r1, self.runs[run + 1])
+            top = int(self.i0[s])
+            torch.addcmul(self.wide[:, top : top + 1], self.w1[s:e], self.steps[:, top : top + 1],
+                          out=out[:, s - r0 : e - r0])
+            run += 1
+        return out
 
 
 def guided_coefficients(l: Tensor, small: Tensor) -> Tensor:
@@ -347,37 +389,101 @@ def _compose_pool(workers: int) -> ThreadPoolExecutor:
     return thread_pool("compose", workers, initializer=inline_ops)
 
 
-def _srgb8_bands(l: Tensor, ab_rows: Callable[[int, int], Tensor], out: np.ndarray,
-                 threads: int | None = None) -> None:
-    """The fused 8-bit pass over bands of rows, on ``threads`` threads (by default
+def _in_bands(h: int, w: int, band: Callable[[int, int], None], pixels: int,
+              threads: int | None = None) -> None:
+    """``band(r0, r1)`` over bands of rows of an HxW frame, on ``threads`` threads (by default
     ``torch.get_num_threads()``) of a pool kept for the process; torch and NumPy release the
-    GIL, and each thread keeps its own buffers (:class:`~retint.color.Srgb8Bands`) from band to
-    band and frame to frame. The pool's threads run their torch ops inline
-    (:func:`~retint.device.inline_ops`). One thread, or one band, is the caller's own thread
-    as it is: pinning it here and back would cost more than the band (changing torch's thread
-    count rebuilds its pools), so a pipeline stage pins its thread once instead."""
-    h, w = out.shape[:2]
-    bands = _bands(h, w, FUSED_BAND_PIXELS)
-
-    def band(rows: tuple[int, int]) -> None:
-        kernel = getattr(_KERNELS, "kernel", None)
-        if kernel is None:
-            kernel = _KERNELS.kernel = Srgb8Bands()
-        r0, r1 = rows
-        kernel(l[r0:r1], ab_rows(r0, r1).float(), out[r0:r1])
-
+    GIL. The pool's threads run their torch ops inline (:func:`~retint.device.inline_ops`).
+    One thread, or one band, is the caller's own thread as it is: pinning it here and back
+    would cost more than the band (changing torch's thread count rebuilds its pools), so a
+    pipeline stage pins its thread once instead."""
+    bands = _bands(h, w, pixels)
     workers = threads or torch.get_num_threads()
     if workers <= 1 or len(bands) == 1:
         for rows in bands:
-            band(rows)
+            band(*rows)
         return
-    for _ in _compose_pool(workers).map(band, bands):
+    for _ in _compose_pool(workers).map(lambda rows: band(*rows), bands):
         pass
+
+
+def _srgb8_bands(l: Tensor, ab_rows: Callable[[int, int], Tensor], out: np.ndarray,
+                 threads: int | None = None) -> None:
+    """The fused 8-bit pass over bands of rows (:func:`_in_bands`); each thread keeps its own
+    buffers (:class:`~retint.color.Srgb8Bands`) from band to band and frame to frame."""
+
+    def band(r0: int, r1: int) -> None:
+        kernel = getattr(_KERNELS, "kernel", None)
+        if kernel is None:
+            kernel = _KERNELS.kernel = Srgb8Bands()
+        kernel(l[r0:r1], ab_rows(r0, r1).float(), out[r0:r1])
+
+    _in_bands(*out.shape[:2], band, FUSED_BAND_PIXELS, threads)
+
+
+def _compose_gray8(gray: np.ndarray, ab: Tensor) -> np.ndarray:
+    """The 8-bit RGB of a gray plane (H,W) and its working-size ab: the map is turned into
+    table codes, the table filled where they reach, and each band's upsampled codes and gray
+    levels looked up (:class:`~retint.color.GrayTable`), in the caller's thread."""
+    gray = _as_tensor_ready(gray)
+    h, w = gray.shape
+    codes = gray_table_codes(ab.detach().cpu())
+    table = gray_table()
+    table.prepare(codes)
+    rows = BilinearRows(codes, (h, w))
+    levels = torch.from_numpy(gray)
+    out = np.empty((h, w, 4), dtype=np.uint8)
+    # a few large ops a band: torch's own threads share them out better than a pool of
+    # threads each running its ops inline (measured in docs/results.md)
+    _in_bands(h, w, lambda r0, r1: table.lookup(rows.lerp(r0, r1), levels[r0:r1], out[r0:r1]),
+              GRAY_BAND_PIXELS, threads=1)
+    return out[..., :3]  # R, G, B of the 4-byte pixels (io.rgbx_buffer finds them again)
+
+
+def shrink_l(source: Lightness, size: tuple[int, int]) -> Tensor:
+    """``L / 100`` resized to ``size`` (h, w) as (1,1,h,w): ``F.interpolate`` bilinear with
+    antialiasing of the full-resolution L. A large gray plane that is shrunk both ways is never
+    made into a full-size L: its rows are looked up and shrunk across the width a band at a
+    time, then the (H, w) result down the height, which is the very computation the 2-D resize
+    makes (bit for bit: tested). Two neighbouring pixels are looked up at once, as one 16-bit
+    index into a table of pairs of L (512 KB): half the lookups, which are most of the cost."""
+    h, w = size
+    if not (is_gray8(source) and source.size >= BANDED_SHRINK_PIXELS
+            and h < source.shape[0] and w < source.shape[1] and source.shape[1] % 2 == 0):
+        return F.interpolate(as_l(source)[None], size=size, mode="bilinear", antialias=True,
+                             align_corners=False)
+    pairs = torch.from_numpy(_as_tensor_ready(source).view(np.uint16))  # (H, W/2): two levels
+    table = _l_of_pairs()
+    across = torch.empty((1, 1, source.shape[0], w))
+
+    def band(r0: int, r1: int) -> None:
+        l = torch.index_select(table, 0, pairs[r0:r1].reshape(-1).to(torch.int32))
+        across[0, 0, r0:r1] = F.interpolate(l.view(torch.float32).view(1, 1, r1 - r0, -1),
+                                            size=(r1 - r0, w), mode="bilinear",
+                                            antialias=True, align_corners=False)[0, 0]
+
+    _in_bands(*source.shape, band, SHRINK_BAND_PIXELS, threads=1)  # torch's threads share ops
+    return F.interpolate(across, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+@functools.cache
+def _l_of_pairs() -> Tensor:
+    """(65536,) int64: for each pair of gray levels as they lie in memory, read as one uint16,
+    the pair's two float32 L (whatever the machine's byte order)."""
+    levels = np.arange(65536, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
+    with torch.inference_mode(False):  # kept for the process: usable in and out of it
+        return torch.from_numpy(np.ascontiguousarray(GRAY8_TO_L[levels]).view(np.int64)[:, 0])
 
 
 def _bands(h: int, w: int, pixels: int = BAND_PIXELS) -> list[tuple[int, int]]:
     rows = max(1, pixels // max(1, w))
     return [(r, min(h, r + rows)) for r in range(0, h, rows)]
+
+
+def _as_tensor_ready(gray: np.ndarray) -> np.ndarray:
+    """A gray plane torch can share: C-contiguous and writable (torch has no read-only
+    tensors; a decoded video plane is read-only). Copied only where it is not already."""
+    return np.require(gray, requirements=("C", "W"))
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:

@@ -174,7 +174,35 @@ def encode_image(f: IO[bytes], rgb: np.ndarray, fmt: str, quality: int = 95,
         if stitched is not None:
             f.write(stitched)
             return
-    Image.fromarray(np.ascontiguousarray(a)).save(f, format=fmt, **options)
+        _pillow(a).save(f, format=fmt, **options)
+        return
+    _pillow(a).convert("RGB").save(f, format=fmt, **options)  # other encoders: no RGBX
+
+
+def rgbx_buffer(rgb: np.ndarray) -> np.ndarray | None:
+    """The (H,W,4) pixels an (H,W,3) uint8 array is the first three bytes of, if it is such a
+    view (whole or a band of rows): the Colorizer gives a black-and-white photo's 8-bit result
+    that way (R, G, B and an unused byte a pixel, Pillow's own layout, so encoders take it
+    without a copy). None for any other array. Read-only."""
+    h, w = rgb.shape[:2]
+    base = rgb.base
+    if (rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3
+            or rgb.strides != (4 * w, 4, 1) or not isinstance(base, np.ndarray)):
+        return None
+    start = rgb.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    if start < 0 or start + 4 * w * h > base.nbytes or not base.flags.c_contiguous:
+        return None  # the fourth byte of every pixel must lie in the memory the view shares
+    return np.lib.stride_tricks.as_strided(rgb, (h, w, 4), rgb.strides, writeable=False)
+
+
+def _pillow(rgb: np.ndarray) -> Image.Image:
+    """An 8-bit RGB array as a Pillow image: an RGBX view is shared as it is, without a copy
+    (Pillow's JPEG encoder reads RGBX); anything else is copied in."""
+    rgbx = rgbx_buffer(rgb)
+    if rgbx is not None:
+        h, w = rgbx.shape[:2]
+        return Image.frombuffer("RGBX", (w, h), rgbx, "raw", "RGBX", 0, 1)
+    return Image.fromarray(np.ascontiguousarray(rgb))
 
 
 #: A JPEG this large is encoded in horizontal stripes on several threads (jpeg_in_stripes).
@@ -223,7 +251,7 @@ def jpeg_in_stripes(rgb: np.ndarray, quality: int, subsampling: str) -> bytes | 
 
     def encode(span: tuple[int, int]) -> bytes:
         with tempfile.TemporaryFile() as t:  # to a file: Pillow then encodes without the GIL
-            Image.fromarray(np.ascontiguousarray(rgb[span[0] : span[1]])).save(
+            _pillow(rgb[span[0] : span[1]]).save(
                 t, format="JPEG", quality=quality, subsampling=_SUBSAMPLING[subsampling])
             t.seek(0)
             return t.read()

@@ -51,7 +51,7 @@ if TYPE_CHECKING:  # heavy imports happen where used: `retint --help` stays inst
     from torch import Tensor
 
     from .hints import HintRange
-    from .inference import Colorizer
+    from .inference import Colorizer, Lightness
 
 #: Preferred H.264 encoders, best first; mpeg4 is the last resort (in every FFmpeg build).
 H264_ENCODERS = ("libx264", "h264_nvenc", "h264_qsv", "h264_amf", "h264_v4l2m2m", "h264")
@@ -241,12 +241,16 @@ class _Job:
         self.meters = {"off": FlickerMeter(), "on": FlickerMeter()} if measure else {}
         self.measurer = Stabilizer() if measure and stabilizer is None else stabilizer
 
-    def __call__(self, ls: list[Tensor], times: list[float]) -> list[Tensor]:
-        """Working-size ab (2,h,w) for each frame's full-resolution L, smoothed along time."""
+    def __call__(self, frames: list[Lightness], times: list[float]) -> list[Tensor]:
+        """Working-size ab (2,h,w) for each frame's lightness, smoothed along time."""
         c = self.colorizer
         from .hints import points_at
+        from .inference import as_l
 
         points = [points_at(self.hints, t) for t in times]
+        # L at full size once, where smoothing or measuring needs it (the model's input is the
+        # same from it as from a gray plane, bit for bit)
+        ls = [as_l(f) for f in frames] if self.measurer or any(points) else frames
         if any(points):
             from .hints import predict_ab_hinted
 
@@ -297,18 +301,6 @@ def _y_to_gray8() -> np.ndarray:
     return np.clip(np.round((y - 16.0) * 255.0 / 219.0), 0, 255).astype(np.uint8)
 
 
-@functools.cache
-def _y_to_lightness(full_range: bool) -> np.ndarray:
-    """Y -> L/100 in one 256-entry table: the gray table of the photo path
-    (:func:`~retint.color.lightness_from_gray8`) of the gray each Y stands for."""
-    import numpy as np
-
-    from .color import lightness_from_gray8
-
-    levels = np.arange(256, dtype=np.uint8)
-    return lightness_from_gray8(levels if full_range else _y_to_gray8())
-
-
 def _plane(frame: Any, index: int) -> np.ndarray:
     import numpy as np
 
@@ -317,14 +309,15 @@ def _plane(frame: Any, index: int) -> np.ndarray:
     return rows[: plane.height, : plane.width]
 
 
-def frame_lightness(frame: Any, colorizer: Colorizer, turns: int) -> Tensor:
-    """Full-resolution L/100 (1,H,W) of a decoded frame, upright.
+def frame_lightness(frame: Any, colorizer: Colorizer, turns: int) -> Lightness:
+    """A decoded frame's lightness as the stages take it (:data:`retint.inference.Lightness`),
+    upright.
 
     A black-and-white frame (Y with neutral chroma, checked on every frame) is read from its Y
-    plane alone, by one table from Y to the L of the 8-bit gray it stands for: no conversion to
-    RGB, and one pass over the pixels. Any other frame takes the photo path from RGB."""
+    plane alone: the plane itself (full range) or the 8-bit gray each Y stands for (limited
+    range, one table), which the colour maths then takes as a gray photo: no conversion to RGB,
+    and no float L at full size. Any other frame takes the photo path from RGB to its L."""
     import numpy as np
-    import torch
 
     name = frame.format.name
     if name in Y_FORMATS and all(p.line_size > 0 for p in frame.planes):  # not bottom-up
@@ -333,8 +326,8 @@ def frame_lightness(frame: Any, colorizer: Colorizer, turns: int) -> Tensor:
             for c in (_plane(frame, 1), _plane(frame, 2)))
         if neutral:
             full_range = name == "gray" or name.startswith("yuvj") or frame.color_range == 2
-            table = _y_to_lightness(full_range)
-            return torch.from_numpy(table[np.rot90(_plane(frame, 0), turns)])[None]
+            y = np.rot90(_plane(frame, 0), turns)
+            return np.ascontiguousarray(y) if full_range else _y_to_gray8()[y]
     return colorizer.lightness(np.rot90(frame.to_ndarray(format="rgb24"), turns))
 
 
@@ -406,6 +399,7 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
     from tqdm import tqdm
 
     from .device import inline_ops, torch_ops_inline
+    from .io import rgbx_buffer
 
     c = job.colorizer
     frames_q: queue.Queue = queue.Queue(QUEUE_FRAMES)
@@ -441,11 +435,15 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
                 pts, time_base, l, ab = item
                 if job.hints:  # every frame: the smoothed colour carries a hint past its range
                     from .hints import keep_in_gamut
+                    from .inference import as_l
 
+                    l = as_l(l)
                     ab = keep_in_gamut(l, c.full_size_ab(l, ab))
                 rgb = c.compose(l, ab, np.uint8, threads=compose_threads)
-                rgb = np.ascontiguousarray(np.rot90(rgb, -turns))
-                new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                rgbx = rgbx_buffer(rgb)  # a gray frame's 4-byte pixels: no repacking
+                new = av.VideoFrame.from_ndarray(
+                    np.ascontiguousarray(np.rot90(rgb if rgbx is None else rgbx, -turns)),
+                    format="rgb24" if rgbx is None else "rgba")
                 new.pts, new.time_base = pts - offset, time_base
                 item = new
             _put(encode_q, (kind, item), stop)
@@ -464,7 +462,7 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
             bar.update(1)
         out.mux(vout.encode(None))
 
-    batch: list[tuple[int, Any, Tensor]] = []
+    batch: list[tuple[int, Any, Lightness]] = []
 
     def flush() -> None:
         smooth = job([l for _, _, l in batch], [float(p * t) for p, t, _ in batch])

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..color import gray_table
 from ..device import cpu_name, describe_device, usable_cores
 from ..inference import Colorizer, working_shape
 from ..models import count_parameters
@@ -108,7 +109,9 @@ def bench_fullres(colorizer: Colorizer, src: Path, dst: Path, shape: tuple[int, 
     reset_peak(dev)
     rss_start = _restart_rss_peak() if dev.type == "cpu" else None
     with torch.inference_mode():
-        stages = time_stages(ours_stages(colorizer, src, dst), runs, warmup, dev)
+        # each run as a fresh process's first photo: the gray table starts empty
+        stages = time_stages(ours_stages(colorizer, src, dst), runs, warmup, dev,
+                             before=lambda: gray_table(fresh=True))
         peak = _status_mb("VmHWM") if rss_start is not None else None
         small = [torch.rand(1, *working_shape(h, w, colorizer.working_size))]
         network = median_time(lambda: colorizer.predict_ab(small, full_size=False), runs,

@@ -46,8 +46,8 @@ def ours_stages(colorizer: Colorizer, src: Path, dst: Path) -> list[tuple[str, S
     def decode(s: dict) -> None:
         s["img"] = read_image(src)  # a gray JPEG: one channel
 
-    def lightness(s: dict) -> None:
-        s["l"] = colorizer.lightness(s["img"])
+    def lightness(s: dict) -> None:  # a gray photo stays its gray plane (inference.Lightness)
+        s["l"] = colorizer.lightness_source(s["img"])
 
     def model(s: dict) -> None:
         s["ab"] = colorizer.predict_ab([s["l"]], full_size=False)[0]  # as colorize_many

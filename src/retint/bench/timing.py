@@ -42,10 +42,13 @@ def median_time(fn: Callable[[], object], runs: int, warmup: int, device: torch.
 
 
 def time_stages(stages: Sequence[tuple[str, Stage]], runs: int, warmup: int,
-                device: torch.device) -> dict[str, float]:
-    """Median seconds of each stage of a pipeline whose stages pass results through a dict."""
+                device: torch.device, before: Callable[[], object] = lambda: None
+                ) -> dict[str, float]:
+    """Median seconds of each stage of a pipeline whose stages pass results through a dict;
+    ``before`` runs, untimed, before each run."""
     times: dict[str, list[float]] = {name: [] for name, _ in stages}
     for i in range(warmup + runs):
+        before()
         state: dict[str, Any] = {}
         for name, fn in stages:
             sync(device)

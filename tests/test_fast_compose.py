@@ -236,6 +236,25 @@ def test_gray_jpeg_read_as_one_channel_gives_the_rgb_paths_pixels(colorizer, tmp
     assert float((_lab(out_one)[0] - _lab(out_three)[0]).abs().max()) < 0.5
 
 
+def test_gray_files_are_decoded_straight_into_the_array(tmp_path):
+    """A gray JPEG is decoded into the array read_image returns (no copies after the decoder),
+    with Pillow's own pixels; a gray PNG is read as before; both arrays are writable."""
+    import retint.io as rio
+
+    gray = _gray("coffee")
+    for name in ("g.jpg", "g.png", "big.jpg"):
+        image = np.tile(gray, (4, 5)) if name == "big.jpg" else gray
+        Image.fromarray(image).save(tmp_path / name, quality=95)
+        with Image.open(tmp_path / name) as im:
+            expected = np.asarray(im.convert("L"))
+        with Image.open(tmp_path / name) as im:
+            taken = rio._decode_gray_in_place(im) is not None
+        assert taken == name.endswith(".jpg"), name  # JPEG only: PNG loads to read EXIF
+        got = read_image(tmp_path / name)
+        assert got.flags.writeable and got.flags.c_contiguous
+        assert np.array_equal(got, expected), name
+
+
 def test_read_image_keeps_every_other_kind_as_read_rgb_does(tmp_path):
     rgb = photo("coffee")[:120, :160]
     cases = {"colour.jpg": Image.fromarray(rgb),
@@ -369,16 +388,53 @@ def test_gray_result_is_rgbx_that_encoders_take_without_a_copy(colorizer, tmp_pa
 
 
 @pytest.mark.parametrize("shape", [(1200, 1000), (1001, 1203), (1500, 700)])
-def test_gray_shrink_is_the_whole_map_resize_bit_for_bit(shape):
-    """The model's input from a gray plane, looked up in pairs and shrunk band by band, is the
-    2-D antialiased resize of its full-resolution L (odd widths take the whole-map path)."""
-    from retint.inference import shrink_l
+@pytest.mark.parametrize("band", [100_003, 2_097_152])
+def test_gray_shrink_is_the_whole_map_resize_bit_for_bit(shape, band, monkeypatch):
+    """The model's input from a gray plane, looked up in pairs and shrunk band by band (bands
+    of any height), is the 2-D antialiased resize of its full-resolution L (odd widths take the
+    whole-map path)."""
+    import retint.inference as inference
 
+    monkeypatch.setattr(inference, "SHRINK_BAND_PIXELS", band)
     gray = np.ascontiguousarray(np.tile(skimage.data.camera(), (3, 3))[: shape[0], : shape[1]])
     size = working_shape(*shape, 256)
     whole = F.interpolate(torch.from_numpy(lightness_from_gray8(gray))[None, None], size=size,
                           mode="bilinear", antialias=True, align_corners=False)
-    assert torch.equal(shrink_l(gray, size), whole)
+    assert torch.equal(inference.shrink_l(gray, size), whole)
+
+
+def test_result_memory_is_reused_only_once_no_result_holds_it(colorizer):
+    """A gray photo's result lives in memory taken from results that are gone: never from one
+    still held, or from a view of one still held."""
+    import gc
+
+    import retint.inference as inference
+
+    gray, small = _gray_case("chelsea", 1.0)
+    gray2, small2 = _gray_case("chelsea", 1.8)
+    first = colorizer.compose(gray, small, np.uint8)
+    kept = first.copy()
+    view = first[10:20]  # only a view survives
+    del first
+    gc.collect()
+    second = colorizer.compose(gray2, small2, np.uint8)
+    assert np.array_equal(view, kept[10:20])  # not overwritten by the second result
+    assert not np.shares_memory(view, second)
+    del view, second
+    gc.collect()
+    assert inference._SPARE_RESULTS  # both returned
+    spare = set(map(id, inference._SPARE_RESULTS))
+    third = colorizer.compose(gray, small, np.uint8)
+    assert np.array_equal(third, kept)
+    assert id(rgbx_base(third)) in spare  # taken from the spares
+
+
+def rgbx_base(rgb: np.ndarray) -> object:
+    """The memory a result's array sits on (down its bases to the mapping itself)."""
+    base = rgb.base
+    while isinstance(base, np.ndarray | memoryview):
+        base = base.obj if isinstance(base, memoryview) else base.base
+    return base
 
 
 # ---------------------------------------------------------------- 16 bits: the exact path

@@ -18,7 +18,9 @@ import bisect
 import copy
 import functools
 import math
+import mmap
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,6 +44,7 @@ from .color import (
     lightness_from_gray8,
     lightness_from_srgb8,
     linear_to_srgb8,
+    private_memory,
     rgb_to_l,
 )
 from .device import inline_ops, pick_device, thread_pool
@@ -50,7 +53,9 @@ from .models import check_size, load_weights, model_id, resolve_model_path
 from .options import MAX_SATURATION, UPSAMPLERS
 
 BAND_PIXELS = 2_000_000  # full-resolution colour maths in bands of rows: bounded memory
-SHRINK_BAND_PIXELS = 262_144  # a gray photo's L, looked up and shrunk across, a band at a time
+# a gray photo's L, looked up and shrunk across, a band at a time; large bands: each resize call
+# has a fixed cost that outweighs keeping the band in cache (measured: 2 MP 10 ms, 0.26 MP 16)
+SHRINK_BAND_PIXELS = 2_097_152
 BANDED_SHRINK_PIXELS = 1_000_000  # from this size a gray photo's L is never made whole
 FUSED_BAND_PIXELS = 65_536  # the fused 8-bit pass: ~4 MB of buffers per thread, cache-sized
 GRAY_BAND_PIXELS = 262_144  # the gray table's lookups: 5 MB of buffers, a few ops a band
@@ -116,6 +121,7 @@ class Colorizer:
                 raise ValueError(f"the onnx runtime runs on the CPU (CPUExecutionProvider), "
                                  f"not on {device!r}: use --device cpu or auto")
             self.device = torch.device("cpu")
+            gray_table().prefill_in_background()
             self.model_path, self.model, self.card = load_onnx(model)
             return
         if runtime != "torch":
@@ -124,6 +130,7 @@ class Colorizer:
             raise ValueError(f"{model}: an ONNX file runs with the onnx runtime (--runtime onnx)")
         self.device = pick_device(device)
         self.model_path = resolve_model_path(str(model))
+        gray_table().prefill_in_background()
         self.model, self.card = load_weights(self.model_path, self.device)
 
     def resized(self, working_size: int) -> Colorizer:
@@ -432,12 +439,45 @@ def _compose_gray8(gray: np.ndarray, ab: Tensor) -> np.ndarray:
     table.prepare(codes)
     rows = BilinearRows(codes, (h, w))
     levels = torch.from_numpy(gray)
-    out = np.empty((h, w, 4), dtype=np.uint8)
+    out = _result_buffer(h, w)
     # a few large ops a band: torch's own threads share them out better than a pool of
     # threads each running its ops inline (measured in docs/results.md)
     _in_bands(h, w, lambda r0, r1: table.lookup(rows.lerp(r0, r1), levels[r0:r1], out[r0:r1]),
               GRAY_BAND_PIXELS, threads=1)
     return out[..., :3]  # R, G, B of the 4-byte pixels (io.rgbx_buffer finds them again)
+
+
+_SPARE_RESULTS: list[mmap.mmap] = []  # memory of results no longer referenced, ready again
+_SPARE_LOCK = threading.Lock()
+SPARE_RESULT_BYTES = 128 * 2**20  # at most this much is kept
+
+
+def _result_buffer(h: int, w: int) -> np.ndarray:
+    """Memory for an (h,w,4) 8-bit result: a spare one of that size if a result of it is no
+    longer referenced, else new. A new 12 MP result costs ~7 ms of page faults as it is first
+    written; a film's frames and a batch's photos of one size reuse memory instead. The memory
+    returns to the spares when the result and every view of it are gone."""
+    size = h * w * 4
+    with _SPARE_LOCK:
+        memory = next((m for m in _SPARE_RESULTS if len(m) == size), None)
+        if memory is not None:
+            _SPARE_RESULTS.remove(memory)
+    if memory is None:
+        memory = private_memory(size)
+    flat = np.frombuffer(memory, np.uint8)
+    # every view of the result keeps alive what NumPy holds the memory by (a memoryview of
+    # it): when that goes, so has the last view
+    holder = flat.base
+    if holder is not None and holder is not memory:
+        weakref.finalize(holder, _spare, memory)
+    return flat.reshape(h, w, 4)
+
+
+def _spare(memory: mmap.mmap) -> None:
+    with _SPARE_LOCK:
+        _SPARE_RESULTS.insert(0, memory)
+        while sum(len(m) for m in _SPARE_RESULTS) > SPARE_RESULT_BYTES:
+            _SPARE_RESULTS.pop().close()
 
 
 def shrink_l(source: Lightness, size: tuple[int, int]) -> Tensor:

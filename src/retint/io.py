@@ -74,6 +74,10 @@ def _read(p: Path, max_pixels: int, keep_gray: bool) -> np.ndarray:
             rawmodes = {_rawmode(t[3]) for t in im.tile}
             if len(rawmodes) == 1 and rawmodes <= _RGB16_RAWMODES:
                 return _read_rgb16(p, rawmodes.pop())
+            if keep_gray:
+                gray = _decode_gray_in_place(im)
+                if gray is not None:
+                    return gray
             ImageOps.exif_transpose(im, in_place=True)  # a copy only where it must turn
             return _to_rgb(im, keep_gray)
     except (ImageReadError, MemoryError):
@@ -429,6 +433,24 @@ def _to_rgb(im: Image.Image, keep_gray: bool = False) -> np.ndarray:
         gray = np.asarray(im if im.mode == "L" else im.convert("L"))
         return np.require(gray, np.uint8, ("C", "W")) if keep_gray else _gray3(gray)
     return np.require(np.asarray(im.convert("RGB")), np.uint8, ("C", "W"))  # P, CMYK, YCbCr..
+
+
+def _decode_gray_in_place(im: Image.Image) -> np.ndarray | None:
+    """A black-and-white JPEG that needs no turning, decoded straight into a NumPy array:
+    Pillow decodes into image memory it is handed before loading (ImageFile keeps an image it
+    already has), here memory shared with the array, so the pixels are not copied twice more
+    (to bytes, then to a writable array): ~12 ms of 47 for 12 MP. None where that does not
+    hold, and the ordinary path reads it. JPEG only: other plugins may load while their EXIF
+    is read (PNG does), and an image already loaded would leave the array as it was."""
+    if im.format != "JPEG" or im.mode != "L" or "transparency" in im.info:
+        return None
+    if im.getexif().get(0x0112, 1) != 1 or not im.tile:  # turned, or loaded already
+        return None
+    gray = np.empty((im.height, im.width), np.uint8)
+    shared = Image.frombuffer("L", im.size, gray, "raw", "L", 0, 1).im
+    im.im = shared
+    im.load()
+    return gray if im.im is shared else None  # Pillow made its own: read as usual
 
 
 def _gray3(gray: np.ndarray) -> np.ndarray:

@@ -109,9 +109,10 @@ def bench_fullres(colorizer: Colorizer, src: Path, dst: Path, shape: tuple[int, 
     reset_peak(dev)
     rss_start = _restart_rss_peak() if dev.type == "cpu" else None
     with torch.inference_mode():
-        # each run as a fresh process's first photo: the gray table starts empty
+        # each run as a fresh process's first photo: the gray table as a new Colorizer leaves
+        # it (its common colours filled), none of this photo's other colours
         stages = time_stages(ours_stages(colorizer, src, dst), runs, warmup, dev,
-                             before=lambda: gray_table(fresh=True))
+                             before=lambda: gray_table(fresh=True).prefill())
         peak = _status_mb("VmHWM") if rss_start is not None else None
         small = [torch.rand(1, *working_shape(h, w, colorizer.working_size))]
         network = median_time(lambda: colorizer.predict_ab(small, full_size=False), runs,

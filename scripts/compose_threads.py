@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import retint.device as device
 import retint.inference as inference
 from retint.device import cpu_name, torch_ops_inline
 from retint.inference import Colorizer
@@ -62,23 +63,24 @@ def main() -> None:
         with torch_ops_inline():  # as a film's composer runs, pinned to its one thread
             one = best_of(args.runs, colorizer.compose, l, ab, np.uint8, threads=1)
         inline = best_of(args.runs, colorizer.compose, l, ab, np.uint8)
-        saved_pools, saved_init = dict(inference._POOL), inference.inline_ops
-        inference._POOL.clear()
-        inference.inline_ops = lambda: None  # the pool's threads keep torch's own count
+        saved_pools, saved_init = dict(device._POOLS), inference.inline_ops
+        device._POOLS.clear()  # a pool made for this, its threads keeping torch's own count
+        inference.inline_ops = lambda: None
         try:
             pooled = best_of(args.runs, colorizer.compose, l, ab, np.uint8)
         finally:
-            for pool in inference._POOL.values():
+            for pool in device._POOLS.values():
                 pool.shutdown()
-            inference._POOL.clear()
-            inference._POOL.update(saved_pools)
+            device._POOLS.clear()
+            device._POOLS.update(saved_pools)
             inference.inline_ops = saved_init
         rows.append(f"| {name} ({size[1]}x{size[0]}) | {one * 1e3:.1f} ms | "
                     f"{inline * 1e3:.1f} ms | {pooled * 1e3:.1f} ms | {pooled / inline:.2f}x |")
         print(rows[-1], flush=True)
     publish([
         f"`scripts/compose_threads.py`, {cpu_name()}, torch threads {threads}; "
-        f"`Colorizer.compose` of a frame from its working-size ab, best of {args.runs}:", "",
+        f"`Colorizer.compose` of a colour frame's L (the float pass) from its working-size ab, "
+        f"best of {args.runs}:", "",
         f"| frame | one thread | {threads} threads, torch ops inline (the product) | "
         f"{threads} threads, torch ops through torch's pool (before) | before / now |",
         "|---|---|---|---|---|", *rows], "compose-threads", args.write_docs)

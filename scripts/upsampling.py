@@ -64,11 +64,13 @@ def score(paths: list[Path], colorizers: dict[str, Colorizer]) -> dict[str, tupl
 
 
 def compose_seconds(colorizers: dict[str, Colorizer], runs: int) -> dict[str, float]:
-    """Best-of-``runs`` seconds of composing a 12 MP frame from working-size ab."""
+    """Best-of-``runs`` seconds of composing a 12 MP black-and-white frame (a gray plane, as
+    the product holds it: bilinear takes the gray table, guided needs L and the float maths)
+    from working-size ab."""
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 256, (3000, 4000), dtype=np.uint8)
     first = next(iter(colorizers.values()))
-    l = first.lightness(gray)
+    l = first.lightness_source(gray)
     small = first.predict_ab([l], full_size=False)[0]
     out = {}
     for name, c in colorizers.items():

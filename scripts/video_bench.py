@@ -24,7 +24,7 @@ from retint.device import cpu_name
 from retint.inference import Colorizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # docblock.py, beside
-from docblock import publish  # noqa: E402
+from docblock import publish, write_block  # noqa: E402
 
 CLIPS = {"1080p": (1920, 1080), "480p": (854, 480)}
 #: The goals of the fast-pipeline issue, frames per second on this CPU.
@@ -80,14 +80,17 @@ def main() -> None:
                     f"frames) | {v['fps']:.1f}{met} | {v['flicker_off']:.3f} → "
                     f"{v['flicker_on']:.3f} | {v['peak_mb']:.0f} MB |")
         print(rows[-1], flush=True)
-    publish([
+    lines = [
         f"`scripts/video_bench.py --film {args.film}`, {cpu_name()}, "
         f"{torch.get_num_threads()} threads; fps of the whole `retint video` path (stabilisation "
         "on, x264 preset veryfast, audio copied; `MODEL onnx`: `--runtime onnx`), then "
         "flicker (mean |Δab| on still pixels, stabilisation off → on) from a second, measuring "
         "run:", "",
         "| model | clip | fps | flicker | peak memory (process so far) |", "|---|---|---|---|---|",
-        *rows], "video-bench", args.write_docs)
+        *rows]
+    publish(lines, "video-bench", args.write_docs)
+    if args.write_docs:
+        write_block(Path("README.md"), "video-summary", "\n".join(lines))
 
 
 if __name__ == "__main__":

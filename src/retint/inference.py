@@ -449,7 +449,7 @@ def _compose_gray8(gray: np.ndarray, ab: Tensor) -> np.ndarray:
 
 _SPARE_RESULTS: list[mmap.mmap] = []  # memory of results no longer referenced, ready again
 _SPARE_LOCK = threading.Lock()
-SPARE_RESULT_BYTES = 128 * 2**20  # at most this much is kept
+SPARE_RESULT_BYTES = 64 * 2**20  # at most this much is kept (one 12 MP result)
 
 
 def _result_buffer(h: int, w: int) -> np.ndarray:

@@ -319,34 +319,73 @@ def test_gray_table_against_the_exact_lab_path(colorizer, name, boost):
     assert (levels > 1).mean() < 0.01
 
 
-def test_gray_table_fills_every_node_the_upsampled_map_reaches():
-    """A colour map with strong edges (cells whose corners lie many blocks apart): after
-    ``prepare``, every node a full-resolution pixel rounds to is filled, and only blocks near
-    the map's colours are; each entry is the exact LAB maths at its node."""
+@pytest.mark.parametrize("small_shape, size", [((24, 32), (300, 400)), ((1, 32), (7, 500)),
+                                               ((24, 1), (300, 3)), ((40, 60), (17, 23))])
+def test_gray_table_fills_every_node_the_upsampled_map_reaches(small_shape, size):
+    """A colour map with strong edges (cells whose corners lie many blocks apart), also one
+    row or one column high, or larger than the photo: after ``prepare``, every node a pixel
+    rounds to in the pass itself (``lerp``) is filled, and only blocks near the map's colours
+    are; each entry is the exact LAB maths at its node."""
     from retint.color import GRAY_TABLE_STEP, GrayTable, gray_table_codes
     from retint.inference import BilinearRows
 
     torch.manual_seed(0)
-    small = torch.zeros(2, 24, 32)
-    small[0, :, 16:] = 0.45  # a jump of 57.6 in a: seven blocks of nodes within one cell
-    small[1] = torch.linspace(-0.3, 0.2, 32)
+    h, w = small_shape
+    small = torch.zeros(2, h, w)
+    small[0, :, w // 2 :] = 0.45  # a jump of 57.6 in a: seven blocks of nodes within one cell
+    small[0, h // 2 :, :] -= 0.3
+    small[1] = torch.linspace(-0.3, 0.2, w)
     small += 0.02 * torch.randn_like(small)
     table = GrayTable()
     codes = gray_table_codes(small)
     table.prepare(codes)
-    rows = BilinearRows(codes, (300, 400)).rows(0, 300)
-    nodes = rows.long()
+    nodes = BilinearRows(codes, size).lerp(0, size[0]).long()
     assert bool(table._filled[nodes[0] // 8, nodes[1] // 8].all())
     assert table.filled_entries < 0.1 * table._table.shape[0] ** 2 * 256  # not the whole table
 
     gray = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    a, b = int(nodes[0, 150, 200]), int(nodes[1, 150, 200])
+    a, b = int(nodes[0, size[0] // 2, size[1] // 2]), int(nodes[1, size[0] // 2, size[1] // 2])
     entry = table._table[a, b, gray.reshape(-1), :3].reshape(16, 16, 3)
     lab = torch.stack((torch.from_numpy(lightness_from_gray8(gray)).double() * L_SCALE,
                        torch.full((16, 16), a * GRAY_TABLE_STEP - AB_SCALE, dtype=torch.float64),
                        torch.full((16, 16), b * GRAY_TABLE_STEP - AB_SCALE, dtype=torch.float64)))
     exact = (lab_to_rgb(lab) * 255).round().permute(1, 2, 0).numpy()
     assert np.abs(entry - exact).max() <= 1  # float32 sums of the float64 parts
+
+
+def test_gray_table_filling_never_shows_other_threads_a_half_made_colour():
+    """Lookups of a filled block go on in one thread while another fills the blocks either
+    side of it in the same row (the strip rewritten spans the filled block): every lookup
+    reads the whole colour."""
+    import threading
+
+    from retint.color import GrayTable, gray_table_codes
+
+    gray = torch.from_numpy(np.arange(256, dtype=np.uint8).reshape(4, 64))
+    middle = gray_table_codes(torch.tensor([[[0.1]], [[0.1]]])).expand(2, 4, 64).contiguous()
+    sides = gray_table_codes(torch.tensor([[[0.1, 0.1]], [[-0.2, 0.4]]]))
+    wrong = 0
+    for _ in range(40):
+        table = GrayTable()
+        table.prepare(middle)
+        expected = np.empty((4, 64, 4), np.uint8)
+        table.lookup(middle.clone(), gray, expected)
+        stop = threading.Event()
+
+        def read(table: GrayTable = table, expected: np.ndarray = expected,
+                 stop: threading.Event = stop) -> None:
+            nonlocal wrong
+            out = np.empty_like(expected)
+            while not stop.is_set():
+                table.lookup(middle.clone(), gray, out)
+                wrong += int(not np.array_equal(out, expected))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        table.prepare(sides)
+        stop.set()
+        reader.join()
+    assert wrong == 0
 
 
 def test_gray_path_is_the_same_in_any_bands_and_threads(colorizer, monkeypatch):
@@ -403,13 +442,16 @@ def test_gray_shrink_is_the_whole_map_resize_bit_for_bit(shape, band, monkeypatc
     assert torch.equal(inference.shrink_l(gray, size), whole)
 
 
-def test_result_memory_is_reused_only_once_no_result_holds_it(colorizer):
+def test_result_memory_is_reused_only_once_no_result_holds_it(colorizer, monkeypatch):
     """A gray photo's result lives in memory taken from results that are gone: never from one
     still held, or from a view of one still held."""
+    import collections
     import gc
 
     import retint.inference as inference
 
+    monkeypatch.setattr(inference, "_SPARE_RESULTS", [])
+    monkeypatch.setattr(inference, "_RETURNED", collections.deque())
     gray, small = _gray_case("chelsea", 1.0)
     gray2, small2 = _gray_case("chelsea", 1.8)
     first = colorizer.compose(gray, small, np.uint8)
@@ -420,13 +462,13 @@ def test_result_memory_is_reused_only_once_no_result_holds_it(colorizer):
     second = colorizer.compose(gray2, small2, np.uint8)
     assert np.array_equal(view, kept[10:20])  # not overwritten by the second result
     assert not np.shares_memory(view, second)
+    held = {id(rgbx_base(view)), id(rgbx_base(second))}
     del view, second
     gc.collect()
-    assert inference._SPARE_RESULTS  # both returned
-    spare = set(map(id, inference._SPARE_RESULTS))
+    assert len(inference._RETURNED) == 2  # both back
     third = colorizer.compose(gray, small, np.uint8)
     assert np.array_equal(third, kept)
-    assert id(rgbx_base(third)) in spare  # taken from the spares
+    assert id(rgbx_base(third)) in held and len(inference._SPARE_RESULTS) == 1
 
 
 def rgbx_base(rgb: np.ndarray) -> object:
@@ -593,15 +635,30 @@ def test_cli_upsample_option_gives_the_apis_pixels(model_files, tmp_path, capsys
 
 
 def test_gray_path_in_and_out_of_inference_mode(colorizer):
-    """The table, its parts and each thread's buffers outlive the call that made them: made
-    under torch.inference_mode, they are still written outside it (and the other way round)."""
-    from retint.color import gray_table
+    """The table, its parts, the pairs of L and each thread's buffers outlive the call that
+    made them: made under torch.inference_mode, they are still written and used outside it
+    (in a thread of its own, so its buffers are new; the kept parts made anew)."""
+    import threading
 
-    gray, _ = _gray_case("rocket", 1.0)
-    with torch.inference_mode():
-        gray_table(fresh=True)  # made inside, filled outside
-    outside = colorizer.colorize(gray).copy()
-    gray_table(fresh=True)  # made outside, filled inside
-    with torch.inference_mode():
-        assert np.array_equal(colorizer.colorize(gray), outside)
-    assert np.array_equal(colorizer.colorize(gray), outside)
+    import retint.color as color
+    import retint.inference as inference
+
+    gray = np.ascontiguousarray(np.tile(_gray("rocket"), (2, 2)))  # over 1 MP: the band shrink
+    found: dict = {}
+
+    def run() -> None:
+        for cached in (color._gray_table_parts, color._gray_table_encoders,
+                       inference._l_of_pairs):
+            cached.cache_clear()
+        with torch.inference_mode():  # buffers and kept parts made inside
+            color.gray_table(fresh=True)
+            found["inside"] = colorizer.colorize(gray).copy()
+        with torch.inference_mode():
+            color.gray_table(fresh=True)  # a table made inside ...
+        found["outside"] = colorizer.colorize(gray).copy()  # ... filled and read outside
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join()
+    assert "outside" in found, "the gray path failed outside inference mode"
+    assert np.array_equal(found["inside"], found["outside"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import mmap
+import os
 import threading
 
 import numpy as np
@@ -286,7 +287,7 @@ class Srgb8Bands:
 
 GRAY_TABLE_STEP = 0.5  # ab units between nodes
 # Where most predicted colour falls (a, b), filled when a Colorizer is made: 97.8 % of the
-# default model's pixels on the held-out photos, 99.8 % of the fast model's; 11 MB.
+# default model's pixels on the held-out photos, 99.8 % of the fast model's; 10 MB.
 GRAY_TABLE_COMMON = ((-16.0, 24.0), (-16.0, 40.0))
 GRAY_TABLE_NODES = int(2 * AB_SCALE / GRAY_TABLE_STEP) + 1  # per ab axis: -128 .. 128
 _BLOCK = 8  # ab nodes per block side: 8 x 8 x 256 entries, 64 KB
@@ -389,8 +390,8 @@ class GrayTable:
 
     def prefill_in_background(self) -> None:
         """:meth:`prefill` once, on a thread of its own running its torch ops on one core: what
-        a Colorizer starts when it is made (~25 ms while its model loads), so that a first
-        photo finds most of its colours filled."""
+        a Colorizer starts when it is made (~30 ms of one core while its model loads), so that
+        a first photo finds most of its colours filled."""
         from .device import inline_ops
 
         with self._lock:
@@ -434,19 +435,23 @@ class GrayTable:
 
     def _fill(self, missing: np.ndarray) -> None:
         """Fill the missing blocks, a row of blocks (a range of a nodes) at a time from the
-        first missing block of the row to its last."""
+        first missing block of the row to its last. Each strip is made aside and written in
+        one copy: blocks already filled between missing ones are written with the bytes they
+        hold, which lookups in other threads may be reading (a channel at a time in place, a
+        reader could see a colour with two channels still zero)."""
         a_part, b_part = _gray_table_parts()
         encode = _gray_table_encoders()
         for ba in np.flatnonzero(missing.any(axis=1)):
             cols = np.flatnonzero(missing[ba])
             a0, a1 = ba * _BLOCK, min((ba + 1) * _BLOCK, GRAY_TABLE_NODES)
             b0, b1 = cols[0] * _BLOCK, min((cols[-1] + 1) * _BLOCK, GRAY_TABLE_NODES)
-            entries = self._entries()[a0:a1, b0:b1]
+            strip = torch.empty((a1 - a0, b1 - b0, 256), dtype=torch.int32)
             for c in range(3):
                 steps = a_part[c, a0:a1, None] + b_part[c, None, b0:b1]  # (a, b, 256)
                 index = steps.clamp_(0.5, _LINEAR_STEPS + 0.5).to(torch.int32).view(-1)
-                byte = torch.index_select(encode[c], 0, index).view(entries.shape)
-                entries.copy_(byte) if c == 0 else entries.bitwise_or_(byte)
+                byte = torch.index_select(encode[c], 0, index).view(strip.shape)
+                strip.copy_(byte) if c == 0 else strip.bitwise_or_(byte)
+            self._entries()[a0:a1, b0:b1] = strip
             self._filled[ba, cols[0] : cols[-1] + 1] = True
 
     def lookup(self, codes: Tensor, gray: Tensor, out: np.ndarray) -> None:
@@ -471,6 +476,20 @@ class GrayTable:
 _GRAY_SCRATCH = threading.local()
 _GRAY_TABLE: GrayTable | None = None
 _GRAY_TABLE_LOCK = threading.Lock()
+
+
+def _after_fork() -> None:
+    """A forked child has the table but not the threads that might have held its locks (a
+    prefill in the background, a fill): new locks, and a prefill may start again."""
+    global _GRAY_TABLE_LOCK
+    _GRAY_TABLE_LOCK = threading.Lock()
+    if _GRAY_TABLE is not None:
+        _GRAY_TABLE._lock = threading.Lock()
+        _GRAY_TABLE._prefilling = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def gray_table(fresh: bool = False) -> GrayTable:

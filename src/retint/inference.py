@@ -15,10 +15,12 @@ clips to a flat colour or shifts lightness. It is a user's taste knob, not a fix
 from __future__ import annotations
 
 import bisect
+import collections
 import copy
 import functools
 import math
 import mmap
+import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -448,17 +450,31 @@ def _compose_gray8(gray: np.ndarray, ab: Tensor) -> np.ndarray:
 
 
 _SPARE_RESULTS: list[mmap.mmap] = []  # memory of results no longer referenced, ready again
+_RETURNED: collections.deque[mmap.mmap] = collections.deque()  # back, not yet sorted in
 _SPARE_LOCK = threading.Lock()
 SPARE_RESULT_BYTES = 64 * 2**20  # at most this much is kept (one 12 MP result)
+
+
+def _new_spare_lock() -> None:  # a forked child has the lock but not the thread holding it
+    global _SPARE_LOCK
+    _SPARE_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_spare_lock)
 
 
 def _result_buffer(h: int, w: int) -> np.ndarray:
     """Memory for an (h,w,4) 8-bit result: a spare one of that size if a result of it is no
     longer referenced, else new. A new 12 MP result costs ~7 ms of page faults as it is first
     written; a film's frames and a batch's photos of one size reuse memory instead. The memory
-    returns to the spares when the result and every view of it are gone."""
+    comes back when the result and every view of it are gone."""
     size = h * w * 4
     with _SPARE_LOCK:
+        while _RETURNED:
+            _SPARE_RESULTS.insert(0, _RETURNED.popleft())
+        while sum(len(m) for m in _SPARE_RESULTS) > SPARE_RESULT_BYTES:
+            _SPARE_RESULTS.pop().close()
         memory = next((m for m in _SPARE_RESULTS if len(m) == size), None)
         if memory is not None:
             _SPARE_RESULTS.remove(memory)
@@ -466,18 +482,12 @@ def _result_buffer(h: int, w: int) -> np.ndarray:
         memory = private_memory(size)
     flat = np.frombuffer(memory, np.uint8)
     # every view of the result keeps alive what NumPy holds the memory by (a memoryview of
-    # it): when that goes, so has the last view
+    # it): when that goes, so has the last view. The callback only appends (it may run in
+    # any thread, at any allocation, even one made under _SPARE_LOCK), and never at exit.
     holder = flat.base
     if holder is not None and holder is not memory:
-        weakref.finalize(holder, _spare, memory)
+        weakref.finalize(holder, _RETURNED.append, memory).atexit = False
     return flat.reshape(h, w, 4)
-
-
-def _spare(memory: mmap.mmap) -> None:
-    with _SPARE_LOCK:
-        _SPARE_RESULTS.insert(0, memory)
-        while sum(len(m) for m in _SPARE_RESULTS) > SPARE_RESULT_BYTES:
-            _SPARE_RESULTS.pop().close()
 
 
 def shrink_l(source: Lightness, size: tuple[int, int]) -> Tensor:
@@ -492,12 +502,14 @@ def shrink_l(source: Lightness, size: tuple[int, int]) -> Tensor:
             and h < source.shape[0] and w < source.shape[1] and source.shape[1] % 2 == 0):
         return F.interpolate(as_l(source)[None], size=size, mode="bilinear", antialias=True,
                              align_corners=False)
-    pairs = torch.from_numpy(_as_tensor_ready(source).view(np.uint16))  # (H, W/2): two levels
+    # (H, W/2): two levels each, as int16 (torch before 2.3 has no uint16), made whole again
+    pairs = torch.from_numpy(_as_tensor_ready(source).view(np.int16))
     table = _l_of_pairs()
     across = torch.empty((1, 1, source.shape[0], w))
 
     def band(r0: int, r1: int) -> None:
-        l = torch.index_select(table, 0, pairs[r0:r1].reshape(-1).to(torch.int32))
+        index = pairs[r0:r1].reshape(-1).to(torch.int32).bitwise_and_(0xFFFF)
+        l = torch.index_select(table, 0, index)
         across[0, 0, r0:r1] = F.interpolate(l.view(torch.float32).view(1, 1, r1 - r0, -1),
                                             size=(r1 - r0, w), mode="bilinear",
                                             antialias=True, align_corners=False)[0, 0]

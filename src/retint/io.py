@@ -180,7 +180,8 @@ def encode_image(f: IO[bytes], rgb: np.ndarray, fmt: str, quality: int = 95,
             return
         _pillow(a).save(f, format=fmt, **options)
         return
-    _pillow(a).convert("RGB").save(f, format=fmt, **options)  # other encoders: no RGBX
+    im = _pillow(a)
+    (im.convert("RGB") if im.mode == "RGBX" else im).save(f, format=fmt, **options)
 
 
 def rgbx_buffer(rgb: np.ndarray) -> np.ndarray | None:

@@ -249,8 +249,14 @@ def jpeg_in_stripes(rgb: np.ndarray, quality: int, subsampling: str) -> bytes | 
         return None
     mcu = 16 if subsampling == "4:2:0" else 8
     per_row = -(-w // mcu)  # MCUs in a row; a restart interval holds at most 65,535
-    rows = min(-(-h // (threads * mcu)), 65_535 // per_row) * mcu
-    if rows <= 0 or rows >= h:
+    mcu_rows, most = -(-h // mcu), 65_535 // per_row
+    if most == 0:
+        return None
+    # as many stripes as the cap asks, rounded up to a multiple of the threads, so that each
+    # thread encodes as much (12 MP on 2 cores: 4 stripes, not 2 at the cap and a third alone)
+    stripes = -(-max(-(-mcu_rows // most), threads) // threads) * threads
+    rows = -(-mcu_rows // stripes) * mcu
+    if rows >= h:
         return None
     bounds = [(r, min(h, r + rows)) for r in range(0, h, rows)]
 

@@ -442,6 +442,18 @@ def test_gray_shrink_is_the_whole_map_resize_bit_for_bit(shape, band, monkeypatc
     assert torch.equal(inference.shrink_l(gray, size), whole)
 
 
+@pytest.mark.parametrize("width", [1920, 1919])
+def test_l_of_a_gray_plane_is_its_table_whatever_the_width(width):
+    """as_l reads an even-width plane two pixels at a time: the table's values, bit for bit."""
+    from retint.inference import as_l
+
+    gray = np.ascontiguousarray(np.tile(skimage.data.camera(), (3, 4))[:1080, :width])
+    l = as_l(gray)
+    assert l.shape == (1, 1080, width) and l.dtype == torch.float32
+    assert torch.equal(l, torch.from_numpy(lightness_from_gray8(gray))[None])
+    assert torch.equal(as_l(l), l)  # an L is kept as it is
+
+
 def test_result_memory_is_reused_only_once_no_result_holds_it(colorizer, monkeypatch):
     """A gray photo's result lives in memory taken from results that are gone: never from one
     still held, or from a view of one still held."""

